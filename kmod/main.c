@@ -6,6 +6,7 @@
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/netlink.h>
+#include <linux/random.h>
 #include <net/sock.h>
 
 #include "main.h"
@@ -36,6 +37,7 @@ static int __net_init nsb_net_init(struct net *net)
 
 	for (i = 0; i < NSB_GROUPS; i++)
 		mutex_init(&nn->groups[i].lock);
+	nn->instance_id = get_random_u64();
 
 	nn->sk = netlink_kernel_create(net, nsb_unit, &cfg);
 	if (!nn->sk)

@@ -17,6 +17,7 @@ struct nsb_group {
 /* Everything nsbroker keeps for one network namespace. */
 struct nsb_net {
 	struct sock *sk;	/* the namespace's kernel socket */
+	u64 instance_id;	/* random; tells a reloaded module apart */
 	struct nsb_group groups[NSB_GROUPS];
 	atomic64_t stats[__NSB_STATS_A_LAST];	/* indexed by NSB_STATS_A_* */
 };

@@ -232,7 +232,8 @@ static int nsb_stats(struct sk_buff *skb, const struct nlmsghdr *nlh,
 
 	reply = nlmsg_new(nsb_msg_size(nla_total_size(0) +
 				       NSB_STATS_A_MAX * nla_total_size_64bit(sizeof(u64)) +
-				       2 * nla_total_size(sizeof(u32))),
+				       2 * nla_total_size(sizeof(u32)) +
+				       nla_total_size_64bit(sizeof(u64))),
 			  GFP_KERNEL);
 	if (!reply)
 		return -ENOMEM;
@@ -250,7 +251,9 @@ static int nsb_stats(struct sk_buff *skb, const struct nlmsghdr *nlh,
 			goto nla_put_failure;
 	nla_nest_end(reply, nest);
 	if (nla_put_u32(reply, NSB_A_INSTANCES, nsb_instance_count()) ||
-	    nla_put_u32(reply, NSB_A_NETNS_INUM, net->ns.inum))
+	    nla_put_u32(reply, NSB_A_NETNS_INUM, net->ns.inum) ||
+	    nla_put_u64_64bit(reply, NSB_A_INSTANCE_ID, nn->instance_id,
+			      NSB_A_PAD))
 		goto nla_put_failure;
 	nlmsg_end(reply, rnlh);
 	return nlmsg_unicast(nn->sk, reply, NETLINK_CB(skb).portid);

@@ -32,7 +32,9 @@
  *                    NSB_A_SENDER_PORTID, NSB_A_TIMESTAMP
  *   NSB_MSG_STATS    request:  no attributes
  *                    reply:    NSB_A_STATS (nested NSB_STATS_A_*),
- *                              NSB_A_INSTANCES, NSB_A_NETNS_INUM
+ *                              NSB_A_INSTANCES, NSB_A_NETNS_INUM,
+ *                              NSB_A_INSTANCE_ID (changes when the module is
+ *                              reloaded: sequence numbers then restart at 1)
  *
  * Errors come back as NLMSG_ERROR with a negative errno; with
  * NETLINK_EXT_ACK set on the socket they carry a message and, where an
@@ -98,6 +100,7 @@ enum nsb_attr {
 	NSB_A_LISTENERS,	/* u32, 1 if the group had members, else 0 */
 	NSB_A_STATS,		/* nested, NSB_STATS_A_* */
 	NSB_A_INSTANCES,	/* u32, live per-namespace instances, module-wide */
+	NSB_A_INSTANCE_ID,	/* u64, random, new for every per-namespace instance */
 
 	__NSB_A_LAST,
 };
