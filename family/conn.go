@@ -1,0 +1,399 @@
+package family
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// UnitParam is where the loaded module publishes its netlink unit.
+const UnitParam = "/sys/module/nsbroker/parameters/unit"
+
+// Config configures Dial. A nil *Config means the zero Config.
+type Config struct {
+	// Unit is the netlink unit of the module. Zero means: read UnitParam,
+	// or DefaultUnit if the module is not loaded (opening the socket then
+	// lets the kernel autoload it).
+	Unit int
+	// NetNS is a file descriptor of the network namespace to open the
+	// socket in; zero means the calling thread's. The socket stays in that
+	// namespace for its whole life.
+	NetNS int
+	// ReadBuffer, if positive, is the socket receive buffer size in bytes.
+	// It is set with SO_RCVBUFFORCE, which ignores net.core.rmem_max but
+	// needs CAP_NET_ADMIN, and with SO_RCVBUF (capped) otherwise.
+	ReadBuffer int
+}
+
+// Message is one message read by Receive.
+type Message struct {
+	// Seq is the netlink sequence number: that of the request for a reply
+	// or rejection, zero for an event.
+	Seq uint32
+	// Type is the netlink message type: MsgEcho, MsgPublish or MsgStats for
+	// replies and their rejections, MsgEvent for events, and
+	// unix.NLMSG_ERROR for rejections and acknowledgements
+	// (netlink.Acknowledge) whose request type is unknown.
+	Type uint16
+	// Reply is *EchoReply, *PublishReply, *Stats or *Event, or nil when Err
+	// is set or the message acknowledges a request.
+	Reply any
+	// Err is the kernel's rejection of request Seq (an *Error), or why the
+	// message could not be decoded.
+	Err error
+}
+
+// Conn is a netlink socket to the module's kernel socket in one network
+// namespace.
+//
+// Send (or SendSeq) and Receive may be used concurrently: a multiplexer
+// runs one goroutine in Receive and sends from many, matching replies to
+// requests by sequence number. The synchronous helpers Echo, Publish and Stats read
+// replies themselves, so they must not be mixed with a concurrent Receive
+// and are not for a Conn that joined groups: they discard the events they
+// read while waiting.
+type Conn struct {
+	nc *netlink.Conn
+	// seq is the last sequence number Send used.
+	seq atomic.Uint32
+	// syncMu serialises the synchronous helpers, so that each reads its own
+	// reply.
+	syncMu sync.Mutex
+	// closed is set by Close, so that the errors of a socket closed on
+	// purpose can be told from failures.
+	closed atomic.Bool
+}
+
+// Dial opens a socket to the module, with two options on: extended
+// acknowledgements, so that rejections carry the module's explanation, and
+// broadcast errors, so that an event this socket's full receive buffer
+// drops is reported to the module, which counts it as an overrun (without
+// the option the kernel reports it as if the group had no member).
+func Dial(cfg *Config) (*Conn, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	unit := cfg.Unit
+	if unit == 0 {
+		var err error
+		if unit, err = moduleUnit(UnitParam); err != nil {
+			return nil, err
+		}
+	}
+	if unit < UnitMin || unit > UnitMax {
+		return nil, fmt.Errorf("nsbroker: netlink unit %d outside %d..%d", unit, UnitMin, UnitMax)
+	}
+	return dial(unit, cfg)
+}
+
+// moduleUnit reads the unit the loaded module uses from path, or returns
+// DefaultUnit if the module is not loaded.
+func moduleUnit(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return DefaultUnit, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("nsbroker: read module unit: %w", err)
+	}
+	unit, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("nsbroker: parse %s: %w", path, err)
+	}
+	return unit, nil
+}
+
+// dial opens and configures a socket on any netlink unit; Dial checks that
+// the unit is one the module may use.
+func dial(unit int, cfg *Config) (*Conn, error) {
+	nc, err := netlink.Dial(unit, &netlink.Config{NetNS: cfg.NetNS})
+	if err != nil {
+		return nil, fmt.Errorf("nsbroker: dial netlink unit %d: %w", unit, err)
+	}
+	for _, o := range []netlink.ConnOption{netlink.ExtendedAcknowledge, netlink.BroadcastError} {
+		if err := nc.SetOption(o, true); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("nsbroker: set socket option %d: %w", o, err)
+		}
+	}
+	if cfg.ReadBuffer > 0 {
+		if err := setReadBuffer(nc, cfg.ReadBuffer); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("nsbroker: set receive buffer: %w", err)
+		}
+	}
+	return NewConn(nc), nil
+}
+
+// setReadBuffer sets the receive buffer with SO_RCVBUFFORCE, falling back
+// to SO_RCVBUF, capped by net.core.rmem_max, without CAP_NET_ADMIN.
+func setReadBuffer(nc *netlink.Conn, n int) error {
+	rc, err := nc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+	}); err != nil {
+		return err
+	}
+	if serr == nil {
+		return nil
+	}
+	return nc.SetReadBuffer(n)
+}
+
+// NewConn wraps an open netlink connection, for example a fake from
+// mdlayher/netlink/nltest. Dial is what programs use.
+func NewConn(nc *netlink.Conn) *Conn {
+	return &Conn{nc: nc}
+}
+
+// Close closes the socket and unblocks a Receive in progress. Receive and
+// Send then fail with an error matching net.ErrClosed.
+func (c *Conn) Close() error {
+	c.closed.Store(true)
+	return c.nc.Close()
+}
+
+// closedError replaces the error of an operation on a closed socket by
+// net.ErrClosed.
+func (c *Conn) closedError(op string, err error) error {
+	if c.closed.Load() {
+		return fmt.Errorf("nsbroker %s: %w", op, net.ErrClosed)
+	}
+	return err
+}
+
+// PortID returns the socket's netlink port id, which events this Conn
+// publishes carry as SenderPortID.
+func (c *Conn) PortID() uint32 { return c.nc.PID() }
+
+// SetReadDeadline sets the time after which a blocked Receive, and the
+// synchronous helpers waiting for a reply, fail with a timeout. A zero t
+// means no deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// JoinGroup subscribes the socket to the events of group (1..Groups) in its
+// namespace.
+func (c *Conn) JoinGroup(group uint32) error {
+	if err := checkGroup(group); err != nil {
+		return err
+	}
+	return c.nc.JoinGroup(group)
+}
+
+// LeaveGroup ends the socket's subscription to group.
+func (c *Conn) LeaveGroup(group uint32) error {
+	if err := checkGroup(group); err != nil {
+		return err
+	}
+	return c.nc.LeaveGroup(group)
+}
+
+// ErrZeroSeq is returned by SendSeq for sequence number zero, which
+// netlink.Conn would replace by one of its own and which events carry.
+var ErrZeroSeq = errors.New("nsbroker: sequence number 0")
+
+// Send sends a request of type typ with body data (from EncodeEcho and the
+// like) and returns the sequence number its reply or rejection will carry.
+// netlink.Request is always set; flags may add netlink.Acknowledge. Send is
+// safe for concurrent use, also with Receive.
+//
+// The reply may be received before Send returns: a multiplexer that files
+// pending requests by sequence number uses SendSeq instead.
+func (c *Conn) Send(typ uint16, flags netlink.HeaderFlags, data []byte) (uint32, error) {
+	seq := c.nextSeq()
+	if err := c.send(seq, typ, flags, data); err != nil {
+		return 0, err
+	}
+	return seq, nil
+}
+
+// SendSeq sends a request of type typ with body data under a sequence
+// number the caller chose, which must not be zero. A multiplexer files its
+// pending request under seq before sending, so that the reply, which may
+// arrive before SendSeq returns, always finds it. Sequence numbers only
+// have to be unique among the requests in flight on this Conn; callers
+// mixing SendSeq and Send must keep their numbers apart. SendSeq is safe
+// for concurrent use, also with Receive.
+func (c *Conn) SendSeq(seq uint32, typ uint16, data []byte) error {
+	if seq == 0 {
+		return ErrZeroSeq
+	}
+	return c.send(seq, typ, 0, data)
+}
+
+func (c *Conn) send(seq uint32, typ uint16, flags netlink.HeaderFlags, data []byte) error {
+	_, err := c.nc.Send(netlink.Message{
+		Header: netlink.Header{
+			Type:     netlink.HeaderType(typ),
+			Flags:    netlink.Request | flags,
+			Sequence: seq,
+		},
+		Data: data,
+	})
+	if err != nil {
+		return c.closedError("send", err)
+	}
+	return nil
+}
+
+// nextSeq returns the next sequence number, skipping zero, which is what
+// events carry.
+func (c *Conn) nextSeq() uint32 {
+	for {
+		if seq := c.seq.Add(1); seq != 0 {
+			return seq
+		}
+	}
+}
+
+// Receive blocks until the socket receives a datagram and returns its
+// messages decoded. A rejection or an undecodable message is a Message with
+// Err set, not an error of Receive: Receive fails only when the socket
+// does, for example with ErrDropped when the receive buffer overflowed
+// (the socket stays usable), with a timeout after SetReadDeadline, or with
+// net.ErrClosed after Close.
+func (c *Conn) Receive() ([]Message, error) {
+	nms, err := c.nc.Receive()
+	if err != nil {
+		if m, ok := rejection(err); ok {
+			return []Message{m}, nil
+		}
+		return nil, c.closedError("receive", err)
+	}
+	msgs := make([]Message, 0, len(nms))
+	for _, nm := range nms {
+		msgs = append(msgs, decodeMessage(nm))
+	}
+	return msgs, nil
+}
+
+// rejection converts the error netlink.Conn.Receive makes of an NLMSG_ERROR
+// datagram into a Message. Such an error holds the errno itself and the
+// request's sequence number, never zero from Send; a failed recvmsg has
+// sequence number zero. The module sends every reply in a datagram of its
+// own, so nothing else is lost with the error.
+func rejection(err error) (Message, bool) {
+	var oe *netlink.OpError
+	if !errors.As(err, &oe) || oe.Sequence == 0 {
+		return Message{}, false
+	}
+	errno, ok := oe.Err.(unix.Errno)
+	if !ok {
+		return Message{}, false
+	}
+	return Message{
+		Seq:  oe.Sequence,
+		Type: unix.NLMSG_ERROR,
+		Err: &Error{
+			Errno:   errno,
+			Message: oe.Message,
+			Offset:  oe.Offset,
+			Seq:     oe.Sequence,
+		},
+	}, true
+}
+
+// decodeMessage decodes one received message by its type.
+func decodeMessage(nm netlink.Message) Message {
+	m := Message{Seq: nm.Header.Sequence, Type: uint16(nm.Header.Type)}
+	switch m.Type {
+	case MsgEcho:
+		m.Reply, m.Err = reply(DecodeEchoReply(nm.Data))
+	case MsgPublish:
+		m.Reply, m.Err = reply(DecodePublishReply(nm.Data))
+	case MsgStats:
+		m.Reply, m.Err = reply(DecodeStats(nm.Data))
+	case MsgEvent:
+		m.Reply, m.Err = reply(DecodeEvent(nm.Data))
+	case unix.NLMSG_ERROR:
+		// netlink.Conn turns a non-zero errno into an error, so this is the
+		// acknowledgement a request with netlink.Acknowledge asked for.
+	default:
+		m.Err = fmt.Errorf("%w %#x", ErrUnknownType, m.Type)
+	}
+	return m
+}
+
+// reply keeps a nil *T out of the Reply interface.
+func reply[T any](r *T, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Echo sends payload and returns the module's reply, which names the
+// namespace that answered. See Conn for when not to use it.
+func (c *Conn) Echo(payload []byte) (*EchoReply, error) {
+	b, err := EncodeEcho(payload)
+	if err != nil {
+		return nil, err
+	}
+	return roundTrip[EchoReply](c, "echo", MsgEcho, b)
+}
+
+// Publish multicasts payload to group in the socket's namespace and returns
+// the event's sequence number. It needs CAP_NET_ADMIN in the namespace's
+// user namespace. See Conn for when not to use it.
+func (c *Conn) Publish(group uint32, payload []byte) (*PublishReply, error) {
+	b, err := EncodePublish(group, payload)
+	if err != nil {
+		return nil, err
+	}
+	return roundTrip[PublishReply](c, "publish", MsgPublish, b)
+}
+
+// Stats returns the counters of the socket's namespace. See Conn for when
+// not to use it.
+func (c *Conn) Stats() (*Stats, error) {
+	return roundTrip[Stats](c, "stats", MsgStats, EncodeStats())
+}
+
+// roundTrip sends one request and reads until its reply, skipping events
+// and late replies to requests whose caller gave up (a read deadline).
+func roundTrip[T any](c *Conn, op string, typ uint16, data []byte) (*T, error) {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+
+	seq, err := c.Send(typ, 0, data)
+	if err != nil {
+		return nil, fmt.Errorf("nsbroker %s: %w", op, err)
+	}
+	for {
+		msgs, err := c.Receive()
+		if err != nil {
+			return nil, fmt.Errorf("nsbroker %s: %w", op, err)
+		}
+		for _, m := range msgs {
+			if m.Seq != seq {
+				continue
+			}
+			if e, ok := m.Err.(*Error); ok {
+				e.Op = op
+				return nil, e
+			}
+			if m.Err != nil {
+				return nil, m.Err
+			}
+			r, ok := m.Reply.(*T)
+			if !ok {
+				return nil, fmt.Errorf("nsbroker %s: reply has message type %#x, want %#x", op, m.Type, typ)
+			}
+			return r, nil
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package family
+
+import (
+	"fmt"
+
+	"github.com/mdlayher/netlink"
+)
+
+// Decoders take a message body (what follows the netlink header), check the
+// family header and read the attributes. They reject a body too short for
+// the header, a version other than Version, malformed or wrongly sized
+// attributes and missing mandatory ones; they skip NSB_A_PAD and attribute
+// types they do not know, so that a newer module may add attributes. The
+// header's flags and reserved field are not checked: the module sets them
+// to zero, and a change in meaning would come with a new version.
+
+// DecodeEchoReply decodes the body of a MsgEcho reply.
+func DecodeEchoReply(b []byte) (*EchoReply, error) {
+	const what = "ECHO reply"
+	ad, err := attributes(b, what)
+	if err != nil {
+		return nil, err
+	}
+	var r EchoReply
+	var s seen
+	for ad.Next() {
+		switch t := ad.Type(); t {
+		case AttrPayload:
+			r.Payload = ad.Bytes()
+			s.add(t)
+		case AttrNetnsInum:
+			r.NetnsInum = ad.Uint32()
+			s.add(t)
+		case AttrNetnsCookie:
+			r.NetnsCookie = ad.Uint64()
+			s.add(t)
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return nil, malformed(what, err)
+	}
+	if err := s.require(what, attrNames, AttrNetnsInum, AttrNetnsCookie); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// DecodePublishReply decodes the body of a MsgPublish reply.
+func DecodePublishReply(b []byte) (*PublishReply, error) {
+	const what = "PUBLISH reply"
+	ad, err := attributes(b, what)
+	if err != nil {
+		return nil, err
+	}
+	var r PublishReply
+	var s seen
+	for ad.Next() {
+		switch t := ad.Type(); t {
+		case AttrGroup:
+			r.Group = ad.Uint32()
+			s.add(t)
+		case AttrSeq:
+			r.Seq = ad.Uint64()
+			s.add(t)
+		case AttrListeners:
+			r.Listeners = ad.Uint32() != 0
+			s.add(t)
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return nil, malformed(what, err)
+	}
+	if err := s.require(what, attrNames, AttrGroup, AttrSeq, AttrListeners); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// DecodeEvent decodes the body of a MsgEvent multicast.
+func DecodeEvent(b []byte) (*Event, error) {
+	const what = "EVENT"
+	ad, err := attributes(b, what)
+	if err != nil {
+		return nil, err
+	}
+	var e Event
+	var s seen
+	for ad.Next() {
+		switch t := ad.Type(); t {
+		case AttrGroup:
+			e.Group = ad.Uint32()
+			s.add(t)
+		case AttrSeq:
+			e.Seq = ad.Uint64()
+			s.add(t)
+		case AttrPayload:
+			e.Payload = ad.Bytes()
+			s.add(t)
+		case AttrNetnsInum:
+			e.NetnsInum = ad.Uint32()
+			s.add(t)
+		case AttrSenderPortID:
+			e.SenderPortID = ad.Uint32()
+			s.add(t)
+		case AttrTimestamp:
+			e.Timestamp = fromUnixNano(ad.Uint64())
+			s.add(t)
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return nil, malformed(what, err)
+	}
+	err = s.require(what, attrNames, AttrGroup, AttrSeq, AttrPayload,
+		AttrNetnsInum, AttrSenderPortID, AttrTimestamp)
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// DecodeStats decodes the body of a MsgStats reply.
+func DecodeStats(b []byte) (*Stats, error) {
+	const what = "STATS reply"
+	ad, err := attributes(b, what)
+	if err != nil {
+		return nil, err
+	}
+	var st Stats
+	var s, counters seen
+	for ad.Next() {
+		switch t := ad.Type(); t {
+		case AttrStats:
+			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+				decodeCounters(nad, &st, &counters)
+				return nil
+			})
+			s.add(t)
+		case AttrInstances:
+			st.Instances = ad.Uint32()
+			s.add(t)
+		case AttrNetnsInum:
+			st.NetnsInum = ad.Uint32()
+			s.add(t)
+		case AttrInstanceID:
+			st.InstanceID = ad.Uint64()
+			s.add(t)
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return nil, malformed(what, err)
+	}
+	if err := s.require(what, attrNames, AttrStats, AttrInstances, AttrNetnsInum, AttrInstanceID); err != nil {
+		return nil, err
+	}
+	err = counters.require("NSB_A_STATS", statsAttrNames, StatsAttrEcho, StatsAttrPublish,
+		StatsAttrDelivered, StatsAttrNoListener, StatsAttrOverrun, StatsAttrRejected)
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// decodeCounters reads the counters nested in AttrStats; Nested reports a
+// wrongly sized one through the decoder's error.
+func decodeCounters(nad *netlink.AttributeDecoder, st *Stats, s *seen) {
+	for nad.Next() {
+		var dst *uint64
+		switch nad.Type() {
+		case StatsAttrEcho:
+			dst = &st.Echo
+		case StatsAttrPublish:
+			dst = &st.Publish
+		case StatsAttrDelivered:
+			dst = &st.Delivered
+		case StatsAttrNoListener:
+			dst = &st.NoListener
+		case StatsAttrOverrun:
+			dst = &st.Overrun
+		case StatsAttrRejected:
+			dst = &st.Rejected
+		default:
+			continue
+		}
+		*dst = nad.Uint64()
+		s.add(nad.Type())
+	}
+}
+
+// attributes checks the family header at the start of b and returns a
+// decoder over the attributes after it.
+func attributes(b []byte, what string) (*netlink.AttributeDecoder, error) {
+	var h Header
+	if err := h.UnmarshalBinary(b); err != nil {
+		return nil, fmt.Errorf("%w in %s", err, what)
+	}
+	if h.Version != Version {
+		return nil, fmt.Errorf("%w %d in %s, want %d", ErrVersion, h.Version, what, Version)
+	}
+	ad, err := netlink.NewAttributeDecoder(b[HeaderLen:])
+	if err != nil {
+		return nil, malformed(what, err)
+	}
+	return ad, nil
+}
+
+func malformed(what string, err error) error {
+	return fmt.Errorf("%w in %s: %w", ErrMalformed, what, err)
+}
+
+// seen is the set of attribute types a decoder found.
+type seen uint64
+
+func (s *seen) add(t uint16) {
+	if t < 64 {
+		*s |= 1 << t
+	}
+}
+
+// require returns ErrMissingAttribute naming the first of want that was
+// not seen.
+func (s seen) require(what string, names map[uint16]string, want ...uint16) error {
+	for _, t := range want {
+		if s&(1<<t) == 0 {
+			return fmt.Errorf("%w %s in %s", ErrMissingAttribute, names[t], what)
+		}
+	}
+	return nil
+}
+
+// attrNames and statsAttrNames give the C names used in error messages.
+var (
+	attrNames = map[uint16]string{
+		AttrPayload:      "NSB_A_PAYLOAD",
+		AttrGroup:        "NSB_A_GROUP",
+		AttrSeq:          "NSB_A_SEQ",
+		AttrNetnsInum:    "NSB_A_NETNS_INUM",
+		AttrNetnsCookie:  "NSB_A_NETNS_COOKIE",
+		AttrSenderPortID: "NSB_A_SENDER_PORTID",
+		AttrTimestamp:    "NSB_A_TIMESTAMP",
+		AttrListeners:    "NSB_A_LISTENERS",
+		AttrStats:        "NSB_A_STATS",
+		AttrInstances:    "NSB_A_INSTANCES",
+		AttrInstanceID:   "NSB_A_INSTANCE_ID",
+	}
+	statsAttrNames = map[uint16]string{
+		StatsAttrEcho:       "NSB_STATS_A_ECHO",
+		StatsAttrPublish:    "NSB_STATS_A_PUBLISH",
+		StatsAttrDelivered:  "NSB_STATS_A_DELIVERED",
+		StatsAttrNoListener: "NSB_STATS_A_NO_LISTENER",
+		StatsAttrOverrun:    "NSB_STATS_A_OVERRUN",
+		StatsAttrRejected:   "NSB_STATS_A_REJECTED",
+	}
+)

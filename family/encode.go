@@ -1,0 +1,70 @@
+package family
+
+import (
+	"fmt"
+
+	"github.com/mdlayher/netlink"
+)
+
+// EncodeEcho returns the body of an echo request (MsgEcho): the family
+// header and payload, which the reply carries back. The payload attribute is
+// always sent, so an empty payload comes back as an empty, non-nil one.
+func EncodeEcho(payload []byte) ([]byte, error) {
+	if err := checkPayload(payload); err != nil {
+		return nil, err
+	}
+	return encode(func(ae *netlink.AttributeEncoder) {
+		ae.Bytes(AttrPayload, payload)
+	})
+}
+
+// EncodePublish returns the body of a publish request (MsgPublish) for
+// group, which must be in 1..Groups. The module would reject a bad group
+// or an oversized payload too; checking here gives the caller the error
+// without a round trip.
+func EncodePublish(group uint32, payload []byte) ([]byte, error) {
+	if err := checkGroup(group); err != nil {
+		return nil, err
+	}
+	if err := checkPayload(payload); err != nil {
+		return nil, err
+	}
+	return encode(func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(AttrGroup, group)
+		ae.Bytes(AttrPayload, payload)
+	})
+}
+
+// EncodeStats returns the body of a stats request (MsgStats), which is the
+// family header alone.
+func EncodeStats() []byte {
+	b, _ := Header{Version: Version}.MarshalBinary()
+	return b
+}
+
+// encode returns a version-1 family header followed by the attributes fn
+// adds.
+func encode(fn func(ae *netlink.AttributeEncoder)) ([]byte, error) {
+	ae := netlink.NewAttributeEncoder()
+	fn(ae)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("nsbroker: encode attributes: %w", err)
+	}
+	b, _ := Header{Version: Version}.AppendBinary(make([]byte, 0, HeaderLen+len(attrs)))
+	return append(b, attrs...), nil
+}
+
+func checkGroup(group uint32) error {
+	if group < 1 || group > Groups {
+		return fmt.Errorf("%w: %d, want 1..%d", ErrGroupRange, group, Groups)
+	}
+	return nil
+}
+
+func checkPayload(payload []byte) error {
+	if len(payload) > PayloadMax {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrPayloadTooLarge, len(payload), PayloadMax)
+	}
+	return nil
+}
