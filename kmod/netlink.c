@@ -147,29 +147,30 @@ static u64 nsb_multicast(struct nsb_net *nn, u32 group, struct sk_buff *event,
 			 struct nlattr *seq_attr, bool *listeners)
 {
 	struct nsb_group *grp = &nn->groups[group - 1];
+	bool members;
 	u64 seq;
 	int err;
 
 	mutex_lock(&grp->lock);
 	seq = ++grp->seq;
 	memcpy(nla_data(seq_attr), &seq, sizeof(seq));
+	members = netlink_has_listeners(nn->sk, group);
 	err = nlmsg_multicast(nn->sk, event, 0, group, GFP_KERNEL);
 	mutex_unlock(&grp->lock);
 
 	atomic64_inc(&nn->stats[NSB_STATS_A_PUBLISH]);
-	switch (err) {
-	case 0:
+	if (!err)
 		atomic64_inc(&nn->stats[NSB_STATS_A_DELIVERED]);
-		break;
-	case -ESRCH:
-		atomic64_inc(&nn->stats[NSB_STATS_A_NO_LISTENER]);
-		break;
-	default:
-		/* a member's receive buffer was full; it sees ENOBUFS */
+	else if (members)
+		/*
+		 * -ESRCH with members: every member's buffer was full; -ENOBUFS:
+		 * one that set NETLINK_BROADCAST_ERROR was.  Either way the
+		 * members that lost it see ENOBUFS on their sockets.
+		 */
 		atomic64_inc(&nn->stats[NSB_STATS_A_OVERRUN]);
-		break;
-	}
-	*listeners = err != -ESRCH;
+	else
+		atomic64_inc(&nn->stats[NSB_STATS_A_NO_LISTENER]);
+	*listeners = members;
 	return seq;
 }
 

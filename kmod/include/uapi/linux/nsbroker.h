@@ -115,7 +115,10 @@ enum nsb_stats_attr {
 	NSB_STATS_A_PUBLISH,		/* events multicast */
 	NSB_STATS_A_DELIVERED,		/* events that reached a member */
 	NSB_STATS_A_NO_LISTENER,	/* events the group had no member for */
-	NSB_STATS_A_OVERRUN,		/* events a member's buffer dropped */
+	NSB_STATS_A_OVERRUN,		/* events members had and did not take:
+					 * all of them were full, or one with
+					 * NETLINK_BROADCAST_ERROR was
+					 */
 	NSB_STATS_A_REJECTED,		/* requests answered with an error */
 
 	__NSB_STATS_A_LAST,
