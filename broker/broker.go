@@ -1,0 +1,485 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+// Config tunes a Broker. The zero value of every field means its default.
+type Config struct {
+	// Unit is the module's netlink unit; 0 reads it from
+	// /sys/module/nsbroker/parameters/unit at every dial.
+	Unit int
+	// QueueLen bounds each subscriber's queue in events (default 1024).
+	QueueLen int
+	// QueueBytes bounds each subscriber's queued payload (default 4 MiB).
+	QueueBytes int
+	// ReadBuffer is the receive buffer of each namespace socket, set with
+	// SO_RCVBUFFORCE (default 4 MiB).
+	ReadBuffer int
+	// RetryInterval is how often unavailable namespaces are re-dialed
+	// (default 250 ms).
+	RetryInterval time.Duration
+	// Dial opens a connection in a namespace (default: a netlink socket).
+	Dial DialFunc
+	// ModuleLoaded reports whether the module is loaded (default: its
+	// sysfs directory exists). Recovery after Release waits for it to go
+	// false and then true again.
+	ModuleLoaded func() bool
+}
+
+func (c *Config) withDefaults() Config {
+	var cfg Config
+	if c != nil {
+		cfg = *c
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 1024
+	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 4 << 20
+	}
+	if cfg.ReadBuffer <= 0 {
+		cfg.ReadBuffer = 4 << 20
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 250 * time.Millisecond
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = dialFamily
+	}
+	if cfg.ModuleLoaded == nil {
+		cfg.ModuleLoaded = moduleLoaded
+	}
+	return cfg
+}
+
+const moduleDir = "/sys/module/nsbroker"
+
+func moduleLoaded() bool {
+	_, err := os.Stat(moduleDir)
+	return err == nil
+}
+
+// ErrModuleMissing: the nsbroker module is not loaded.
+var ErrModuleMissing = errors.New("nsbroker module not loaded")
+
+func readUnit() (int, error) {
+	b, err := os.ReadFile(filepath.Join(moduleDir, "parameters/unit"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, ErrModuleMissing
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// Info describes an attached namespace.
+type Info struct {
+	Name       string
+	Ref        nsmgr.Ref
+	ID         nsmgr.ID
+	Inode      uint32
+	Cookie     uint64
+	State      State
+	Reason     string // why it is unavailable
+	AttachedAt time.Time
+	// Epoch counts successful dials; it grows when the broker re-dials.
+	Epoch       uint64
+	Subscribers int
+	Received    uint64 // events received from the kernel
+	Delivered   uint64 // events handed to current subscribers
+	Overruns    uint64 // ENOBUFS reported by the kernel socket
+	OverrunLost uint64 // events lost to kernel overruns
+	QueueLost   uint64 // events current subscribers lost to full queues
+}
+
+// Broker attaches network namespaces and serves requests and
+// subscriptions to the nsbroker module inside each of them.
+type Broker struct {
+	cfg  Config
+	wake chan struct{} // capacity 1: something needs re-dialing
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mu         sync.Mutex // guards the fields below
+	byName     map[string]*nsConn
+	watchers   map[*nsWatcher]struct{}
+	dirWatches map[string]*dirWatch
+	held       bool // released: wait for the module to be reloaded
+	sawAbsent  bool // while held: the module was seen unloaded
+	closed     bool
+}
+
+// New starts a Broker. A nil config means defaults.
+func New(cfg *Config) *Broker {
+	b := &Broker{
+		cfg:        cfg.withDefaults(),
+		wake:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		byName:     make(map[string]*nsConn),
+		watchers:   make(map[*nsWatcher]struct{}),
+		dirWatches: make(map[string]*dirWatch),
+	}
+	b.wg.Add(1)
+	go b.recover()
+	return b
+}
+
+func (b *Broker) dialConn(ns *nsmgr.Namespace) (Conn, error) {
+	unit := b.cfg.Unit
+	if unit == 0 {
+		var err error
+		if unit, err = readUnit(); err != nil {
+			return nil, err
+		}
+	}
+	return b.cfg.Dial(ns, unit, b.cfg.ReadBuffer)
+}
+
+// Attach opens the namespace ref names and connects to the module inside
+// it under the given name (ref.String() when empty). A namespace whose
+// module is missing is attached all the same, as unavailable, and
+// connects by itself once the module is there.
+func (b *Broker) Attach(ctx context.Context, name string, ref nsmgr.Ref) (Info, error) {
+	if name == "" {
+		name = ref.String()
+	}
+	ns, err := nsmgr.Open(ref)
+	if err != nil {
+		return Info{}, opError("attach", name, err)
+	}
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		ns.Close()
+		return Info{}, opError("attach", name, ErrClosed)
+	}
+	if _, ok := b.byName[name]; ok {
+		b.mu.Unlock()
+		ns.Close()
+		return Info{}, opError("attach", name, ErrExists)
+	}
+	for _, other := range b.byName {
+		if other.ns.ID() == ns.ID() {
+			b.mu.Unlock()
+			ns.Close()
+			return Info{}, opError("attach", name, fmt.Errorf("%w as %q", ErrExists, other.name))
+		}
+	}
+	c := newNSConn(b, name, ns)
+	b.byName[name] = c
+	held := b.held
+	b.mu.Unlock()
+
+	if err := b.watchLifetime(c); err != nil {
+		b.remove(c, err)
+		return Info{}, opError("attach", name, err)
+	}
+	if !held {
+		if err := c.dial(); err != nil {
+			c.mu.Lock()
+			c.reason = err
+			c.mu.Unlock()
+			b.kickRecovery()
+		}
+	}
+	in := c.info()
+	b.notify(NamespaceAttached, c, nil)
+	return in, nil
+}
+
+// Detach closes everything held in the namespace; its subscriptions end
+// with ErrDetached.
+func (b *Broker) Detach(name string) error {
+	c, err := b.lookup(name)
+	if err != nil {
+		return opError("detach", name, err)
+	}
+	b.remove(c, ErrDetached)
+	return nil
+}
+
+// remove takes c out of the registry and closes it.
+func (b *Broker) remove(c *nsConn, why error) {
+	b.mu.Lock()
+	if b.byName[c.name] != c {
+		b.mu.Unlock()
+		return
+	}
+	delete(b.byName, c.name)
+	b.mu.Unlock()
+	in := c.info()
+	c.close(why)
+	kind := NamespaceDetached
+	if errors.Is(why, ErrNamespaceGone) {
+		kind = NamespaceGone
+	}
+	b.notifyInfo(kind, in, why)
+}
+
+func (b *Broker) lookup(name string) (*nsConn, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	c, ok := b.byName[name]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return c, nil
+}
+
+// Get describes one attached namespace.
+func (b *Broker) Get(name string) (Info, error) {
+	c, err := b.lookup(name)
+	if err != nil {
+		return Info{}, opError("get", name, err)
+	}
+	return c.info(), nil
+}
+
+// List describes every attached namespace, sorted by name.
+func (b *Broker) List() []Info {
+	b.mu.Lock()
+	conns := make([]*nsConn, 0, len(b.byName))
+	for _, c := range b.byName {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	infos := make([]Info, 0, len(conns))
+	for _, c := range conns {
+		infos = append(infos, c.info())
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+	return infos
+}
+
+// Echo sends payload to the module in the namespace and returns its reply.
+func (b *Broker) Echo(ctx context.Context, name string, payload []byte) (*family.EchoReply, error) {
+	if len(payload) > family.PayloadMax {
+		return nil, opError("echo", name, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrInvalid, len(payload), family.PayloadMax))
+	}
+	data, err := family.EncodeEcho(payload)
+	if err != nil {
+		return nil, opError("echo", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+	}
+	m, err := b.request(ctx, "echo", name, family.MsgEcho, data)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := m.Reply.(*family.EchoReply)
+	if !ok {
+		return nil, opError("echo", name, fmt.Errorf("unexpected reply %T", m.Reply))
+	}
+	return r, nil
+}
+
+// Publish multicasts payload to group in the namespace.
+func (b *Broker) Publish(ctx context.Context, name string, group uint32, payload []byte) (*family.PublishReply, error) {
+	data, err := family.EncodePublish(group, payload)
+	if err != nil {
+		return nil, opError("publish", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+	}
+	m, err := b.request(ctx, "publish", name, family.MsgPublish, data)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := m.Reply.(*family.PublishReply)
+	if !ok {
+		return nil, opError("publish", name, fmt.Errorf("unexpected reply %T", m.Reply))
+	}
+	return r, nil
+}
+
+// Stats returns the module's counters for the namespace.
+func (b *Broker) Stats(ctx context.Context, name string) (*family.Stats, error) {
+	m, err := b.request(ctx, "stats", name, family.MsgStats, family.EncodeStats())
+	if err != nil {
+		return nil, err
+	}
+	r, ok := m.Reply.(*family.Stats)
+	if !ok {
+		return nil, opError("stats", name, fmt.Errorf("unexpected reply %T", m.Reply))
+	}
+	return r, nil
+}
+
+func (b *Broker) request(ctx context.Context, op, name string, typ uint16, data []byte) (family.Message, error) {
+	c, err := b.lookup(name)
+	if err != nil {
+		return family.Message{}, opError(op, name, err)
+	}
+	m, err := c.request(ctx, typ, data)
+	return m, opError(op, name, err)
+}
+
+// Subscribe delivers the events multicast to groups in the namespace,
+// with a gap event wherever some were lost, until ctx is cancelled or
+// the namespace goes away (then a final KindEnd event says why). The
+// channel is closed at the end.
+func (b *Broker) Subscribe(ctx context.Context, name string, groups []uint32) (<-chan Event, error) {
+	groups, err := normalizeGroups(groups)
+	if err != nil {
+		return nil, opError("subscribe", name, err)
+	}
+	c, err := b.lookup(name)
+	if err != nil {
+		return nil, opError("subscribe", name, err)
+	}
+	s := newSubscriber(ctx, name, groups, b.cfg.QueueLen, b.cfg.QueueBytes)
+	if err := c.subscribe(s, groups); err != nil {
+		return nil, opError("subscribe", name, err)
+	}
+	go s.pump(func() { c.unsubscribe(s, groups) })
+	return s.out, nil
+}
+
+func normalizeGroups(groups []uint32) ([]uint32, error) {
+	if len(groups) == 0 {
+		return nil, fmt.Errorf("%w: no groups", ErrInvalid)
+	}
+	var seen [family.Groups + 1]bool
+	out := make([]uint32, 0, len(groups))
+	for _, g := range groups {
+		if g == 0 || g > family.Groups {
+			return nil, fmt.Errorf("%w: group %d outside 1..%d", ErrInvalid, g, family.Groups)
+		}
+		if !seen[g] {
+			seen[g] = true
+			out = append(out, g)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+// Release closes every connection to the module so that it can be
+// unloaded. Subscriptions stay open: they see a gap, and events again once
+// the broker has re-dialed. The broker re-dials after it has seen the
+// module unloaded and loaded again, or when Resume is called.
+func (b *Broker) Release() {
+	b.mu.Lock()
+	b.held, b.sawAbsent = true, false
+	conns := b.lockedConns()
+	b.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		conn := c.conn
+		c.mu.Unlock()
+		c.disconnect(conn, errors.New("released"))
+	}
+	b.kickRecovery()
+}
+
+// Resume ends a Release without waiting for a module reload.
+func (b *Broker) Resume() {
+	b.mu.Lock()
+	b.held = false
+	b.mu.Unlock()
+	b.kickRecovery()
+}
+
+func (b *Broker) lockedConns() []*nsConn {
+	conns := make([]*nsConn, 0, len(b.byName))
+	for _, c := range b.byName {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+func (b *Broker) kickRecovery() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// recover re-dials unavailable namespaces until the broker is closed.
+func (b *Broker) recover() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.cfg.RetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-b.wake:
+		case <-t.C:
+		}
+		b.mu.Lock()
+		loaded := b.cfg.ModuleLoaded()
+		if b.held {
+			if !loaded {
+				b.sawAbsent = true
+			} else if b.sawAbsent {
+				b.held = false
+			}
+		}
+		held := b.held
+		conns := b.lockedConns()
+		b.mu.Unlock()
+		if held || !loaded {
+			continue
+		}
+		for _, c := range conns {
+			c.mu.Lock()
+			down := c.conn == nil && c.dialing == nil && c.closed == nil
+			c.mu.Unlock()
+			if !down {
+				continue
+			}
+			if err := c.dial(); err != nil {
+				c.mu.Lock()
+				c.reason = err
+				c.mu.Unlock()
+			} else if c.info().State == StateReady {
+				b.notify(NamespaceReady, c, nil)
+			}
+		}
+	}
+}
+
+// Close detaches every namespace and stops the broker.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	conns := b.lockedConns()
+	b.byName = map[string]*nsConn{}
+	watchers := b.watchers
+	b.watchers = map[*nsWatcher]struct{}{}
+	dirs := b.dirWatches
+	b.dirWatches = map[string]*dirWatch{}
+	b.mu.Unlock()
+
+	close(b.done)
+	for _, c := range conns {
+		c.close(ErrClosed)
+	}
+	for w := range watchers {
+		w.finish(ErrClosed)
+	}
+	for _, d := range dirs {
+		d.w.Close()
+	}
+	b.wg.Wait()
+	return nil
+}

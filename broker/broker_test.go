@@ -1,0 +1,600 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/internal/testenv"
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+const waitLimit = 10 * time.Second
+
+// newNamed makes a named namespace removed when the test ends.
+func newNamed(t *testing.T) (string, *nsmgr.Namespace) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	name := testenv.NetnsName()
+	ns, err := nsmgr.NewNamed(name)
+	if err != nil {
+		t.Fatalf("NewNamed(%q): %v", name, err)
+	}
+	t.Cleanup(func() {
+		ns.Close()
+		nsmgr.DeleteNamed(name)
+	})
+	return name, ns
+}
+
+// fakeSetup attaches n fresh namespaces to a broker on a fake kernel.
+func fakeSetup(t *testing.T, n int, mutate func(*Config)) (*Broker, *fakeKernel, []string, []uint32) {
+	t.Helper()
+	k := newFakeKernel()
+	cfg := k.config()
+	if mutate != nil {
+		mutate(cfg)
+	}
+	b := New(cfg)
+	t.Cleanup(func() { b.Close() })
+	var names []string
+	var inums []uint32
+	for range n {
+		name, ns := newNamed(t)
+		in, err := b.Attach(context.Background(), name, nsmgr.Ref{Name: name})
+		if err != nil {
+			t.Fatalf("Attach(%q): %v", name, err)
+		}
+		if in.State != StateReady || in.Inode != ns.Inode() {
+			t.Fatalf("Attach(%q) = state %v inode %d, want ready inode %d", name, in.State, in.Inode, ns.Inode())
+		}
+		names = append(names, name)
+		inums = append(inums, ns.Inode())
+	}
+	return b, k, names, inums
+}
+
+func recv(t *testing.T, ch <-chan Event) Event {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatal("subscription closed early")
+		}
+		return ev
+	case <-time.After(waitLimit):
+		t.Fatal("no event within the time limit")
+	}
+	return Event{}
+}
+
+func wantMessage(t *testing.T, ev Event, group uint32, seq uint64) {
+	t.Helper()
+	if ev.Kind != KindMessage || ev.Message.Group != group || ev.Message.Seq != seq {
+		t.Fatalf("got %v group %d seq %d gap %v, want message group %d seq %d",
+			ev.Kind, ev.Message.Group, ev.Message.Seq, ev.Gap, group, seq)
+	}
+}
+
+func wantGap(t *testing.T, ev Event, want Gap) {
+	t.Helper()
+	if ev.Kind != KindGap || ev.Gap != want {
+		t.Fatalf("got %v %+v (message seq %d), want gap %+v", ev.Kind, ev.Gap, ev.Message.Seq, want)
+	}
+}
+
+func TestEchoAnsweredByTheRightNamespace(t *testing.T) {
+	b, _, names, inums := fakeSetup(t, 3, nil)
+	for i, name := range names {
+		r, err := b.Echo(context.Background(), name, []byte(name))
+		if err != nil {
+			t.Fatalf("Echo(%s): %v", name, err)
+		}
+		if r.NetnsInum != inums[i] || string(r.Payload) != name {
+			t.Fatalf("Echo(%s) = inode %d payload %q, want %d %q", name, r.NetnsInum, r.Payload, inums[i], name)
+		}
+	}
+	if _, err := b.Echo(context.Background(), "no-such", nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Echo(unknown) error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestConcurrentRequestsRepliedOutOfOrder(t *testing.T) {
+	const n = 64
+	b, k, names, inums := fakeSetup(t, 1, nil)
+	k.mu.Lock()
+	k.nets[inums[0]].holdReplies = n // all 64 replies come back reversed
+	k.mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			want := fmt.Sprintf("request-%d", i)
+			r, err := b.Echo(ctx, names[0], []byte(want))
+			switch {
+			case err != nil:
+				errs <- err
+			case string(r.Payload) != want:
+				errs <- fmt.Errorf("request %d got reply %q", i, r.Payload)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestKernelRejectionKeepsErrnoAndMessage(t *testing.T) {
+	b, _, names, _ := fakeSetup(t, 1, nil)
+	_, err := b.Echo(context.Background(), names[0], []byte("reject"))
+	var fe *family.Error
+	if !errors.As(err, &fe) || !errors.Is(err, unix.EPERM) || fe.Message != "fake rejection" {
+		t.Fatalf("error = %v, want *family.Error EPERM \"fake rejection\"", err)
+	}
+}
+
+func TestPublishSubscribeScopedToNamespace(t *testing.T) {
+	b, _, names, inums := fakeSetup(t, 2, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	subA, err := b.Subscribe(ctx, names[0], []uint32{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subB, err := b.Subscribe(ctx, names[1], []uint32{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		r, err := b.Publish(ctx, names[0], 7, []byte{byte(i)})
+		if err != nil || r.Seq != uint64(i) {
+			t.Fatalf("Publish #%d = %+v, %v; want seq %d", i, r, err, i)
+		}
+	}
+	if _, err := b.Publish(ctx, names[1], 7, []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		ev := recv(t, subA)
+		wantMessage(t, ev, 7, uint64(i))
+		if ev.Message.NetnsInum != inums[0] || ev.Namespace != names[0] {
+			t.Fatalf("A got event of inode %d (%s), want %d", ev.Message.NetnsInum, ev.Namespace, inums[0])
+		}
+	}
+	ev := recv(t, subB)
+	wantMessage(t, ev, 7, 1)
+	if ev.Message.NetnsInum != inums[1] || string(ev.Message.Payload) != "b" {
+		t.Fatalf("B got %+v, want its own namespace's event", ev.Message)
+	}
+	select {
+	case ev := <-subB:
+		t.Fatalf("B received a second event: %+v", ev)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := b.Subscribe(ctx, names[0], []uint32{0}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Subscribe(group 0) error = %v, want ErrInvalid", err)
+	}
+}
+
+func TestKernelOverrunBecomesGap(t *testing.T) {
+	b, k, names, inums := fakeSetup(t, 1, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.publish(inums[0], 1, nil) // 1
+	k.publish(inums[0], 1, nil) // 2
+	k.mu.Lock()
+	k.nets[inums[0]].dropEvents = 3 // 3, 4, 5 dropped with ENOBUFS
+	k.mu.Unlock()
+	for range 5 {
+		k.publish(inums[0], 1, nil)
+	}
+	wantMessage(t, recv(t, sub), 1, 1)
+	wantMessage(t, recv(t, sub), 1, 2)
+	wantGap(t, recv(t, sub), Gap{Group: 1, From: 3, To: 5, Reason: LossKernelOverrun})
+	wantMessage(t, recv(t, sub), 1, 6)
+	wantMessage(t, recv(t, sub), 1, 7)
+	in, _ := b.Get(names[0])
+	if in.Overruns == 0 || in.OverrunLost != 3 {
+		t.Fatalf("Info overruns %d lost %d, want >0 and 3", in.Overruns, in.OverrunLost)
+	}
+}
+
+func TestSlowSubscriberDoesNotDelayFastOne(t *testing.T) {
+	const queueLen, total = 16, 2000
+	b, k, names, inums := fakeSetup(t, 1, func(c *Config) { c.QueueLen = queueLen })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	slow, err := b.Subscribe(ctx, names[0], []uint32{2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, err := b.Subscribe(ctx, names[0], []uint32{2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Publish in lockstep with the fast subscriber: every event must reach
+	// it while the slow one's queue is full and never drained.
+	timeout := time.After(waitLimit)
+	for i := 1; i <= total; i++ {
+		k.publish(inums[0], 2, []byte("x"))
+		select {
+		case ev, ok := <-fast:
+			if !ok || ev.Kind != KindMessage || ev.Message.Seq != uint64(i) {
+				t.Fatalf("fast subscriber got %v seq %d (gap %v), want message seq %d", ev.Kind, ev.Message.Seq, ev.Gap, i)
+			}
+		case <-timeout:
+			t.Fatalf("the fast subscriber was held up by the slow one at event %d", i)
+		}
+	}
+	// The slow one now reads: what fitted, then one gap for the rest. Every
+	// sequence number is accounted for, in order, exactly once.
+	next, gaps := uint64(1), 0
+	for next <= total {
+		ev := recv(t, slow)
+		switch ev.Kind {
+		case KindMessage:
+			wantMessage(t, ev, 2, next)
+			next++
+		case KindGap:
+			gaps++
+			wantGap(t, ev, Gap{Group: 2, From: next, To: ev.Gap.To, Reason: LossQueueFull})
+			if ev.Gap.To < next || ev.Gap.To > total {
+				t.Fatalf("gap %v runs past the last event %d", ev.Gap, total)
+			}
+			next = ev.Gap.To + 1
+		default:
+			t.Fatalf("unexpected %v", ev.Kind)
+		}
+	}
+	if gaps != 1 {
+		t.Fatalf("slow subscriber saw %d gaps, want 1", gaps)
+	}
+	// And the stream goes on after the gap.
+	k.publish(inums[0], 2, nil)
+	wantMessage(t, recv(t, slow), 2, total+1)
+}
+
+func TestDetachFailsInFlightRequests(t *testing.T) {
+	b, k, names, inums := fakeSetup(t, 1, nil)
+	k.mu.Lock()
+	k.nets[inums[0]].holdReplies = 1000 // never answered
+	k.mu.Unlock()
+	errs := make(chan error, 10)
+	for range 10 {
+		go func() {
+			_, err := b.Echo(context.Background(), names[0], []byte("x"))
+			errs <- err
+		}()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := b.Subscribe(ctx, names[0], []uint32{3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPending(t, b, names[0], 10)
+	if err := b.Detach(names[0]); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrDetached) {
+				t.Fatalf("in-flight Echo error = %v, want ErrDetached", err)
+			}
+		case <-time.After(waitLimit):
+			t.Fatal("an in-flight request hung after Detach")
+		}
+	}
+	if ev := recv(t, sub); ev.Kind != KindEnd || !errors.Is(ev.Err, ErrDetached) {
+		t.Fatalf("subscription ended with %+v, want KindEnd ErrDetached", ev)
+	}
+	if n := k.openSockets(); n != 0 {
+		t.Fatalf("%d sockets still open after Detach, want 0", n)
+	}
+	if _, err := b.Get(names[0]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after Detach = %v, want ErrNotFound", err)
+	}
+}
+
+func waitPending(t *testing.T, b *Broker, name string, n int) {
+	t.Helper()
+	c, err := b.lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitLimit)
+	for {
+		c.mu.Lock()
+		got := len(c.pending)
+		c.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests pending, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRequestHonoursContextDeadline(t *testing.T) {
+	b, k, names, inums := fakeSetup(t, 1, nil)
+	k.mu.Lock()
+	k.nets[inums[0]].holdReplies = 1000
+	k.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := b.Echo(ctx, names[0], nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Echo error = %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestNamespaceDeletedDetachesAndEndsSubscriptions(t *testing.T) {
+	b, k, names, _ := fakeSetup(t, 2, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch, err := b.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nsmgr.DeleteNamed(names[0]); err != nil {
+		t.Fatal(err)
+	}
+	if ev := recv(t, sub); ev.Kind != KindEnd || !errors.Is(ev.Err, ErrNamespaceGone) {
+		t.Fatalf("subscription ended with %+v, want KindEnd ErrNamespaceGone", ev)
+	}
+	for {
+		select {
+		case ev := <-watch:
+			if ev.Kind == NamespaceGone {
+				if ev.Info.Name != names[0] {
+					t.Fatalf("gone event for %q, want %q", ev.Info.Name, names[0])
+				}
+				goto gone
+			}
+		case <-time.After(waitLimit):
+			t.Fatal("no NamespaceGone event")
+		}
+	}
+gone:
+	if got := b.List(); len(got) != 1 || got[0].Name != names[1] {
+		t.Fatalf("List after deletion = %+v, want only %s", got, names[1])
+	}
+	if n := k.openSockets(); n != 1 {
+		t.Fatalf("%d fake sockets open, want 1 (the other namespace)", n)
+	}
+}
+
+func TestProcessExitDetachesPidAttachedNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare(1) not found")
+	}
+	cmd := exec.Command(unshare, "--net", "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	k := newFakeKernel()
+	b := New(k.config())
+	defer b.Close()
+	// unshare has to switch namespaces before exec'ing sleep.
+	self, _ := nsmgr.Current()
+	defer self.Close()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		ns, err := nsmgr.Open(nsmgr.Ref{PID: cmd.Process.Pid})
+		if err == nil && ns.ID() != self.ID() {
+			ns.Close()
+			break
+		}
+		if ns != nil {
+			ns.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("child never entered a new namespace")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	in, err := b.Attach(context.Background(), "", nsmgr.Ref{PID: cmd.Process.Pid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := b.Subscribe(ctx, in.Name, []uint32{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if ev := recv(t, sub); ev.Kind != KindEnd || !errors.Is(ev.Err, ErrNamespaceGone) {
+		t.Fatalf("subscription ended with %+v, want ErrNamespaceGone", ev)
+	}
+	if n := len(b.List()); n != 0 {
+		t.Fatalf("%d namespaces attached after the process exited, want 0", n)
+	}
+}
+
+func TestAttachTwiceRefused(t *testing.T) {
+	b, _, names, _ := fakeSetup(t, 1, nil)
+	if _, err := b.Attach(context.Background(), names[0], nsmgr.Ref{Name: names[0]}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second Attach by name = %v, want ErrExists", err)
+	}
+	path := nsmgr.NetnsDir + "/" + names[0]
+	if _, err := b.Attach(context.Background(), "other", nsmgr.Ref{Path: path}); !errors.Is(err, ErrExists) {
+		t.Fatalf("Attach of the same namespace under another name = %v, want ErrExists", err)
+	}
+	if _, err := b.Attach(context.Background(), "x", nsmgr.Ref{Path: "/etc/hostname"}); !errors.Is(err, nsmgr.ErrNotNetns) {
+		t.Fatalf("Attach of a regular file = %v, want nsmgr.ErrNotNetns", err)
+	}
+}
+
+func TestModuleMissingThenLoaded(t *testing.T) {
+	k := newFakeKernel()
+	k.setLoaded(false)
+	b := New(k.config())
+	defer b.Close()
+	name, _ := newNamed(t)
+	in, err := b.Attach(context.Background(), name, nsmgr.Ref{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.State != StateUnavailable {
+		t.Fatalf("state with the module missing = %v, want unavailable", in.State)
+	}
+	if _, err := b.Echo(context.Background(), name, nil); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Echo with the module missing = %v, want ErrUnavailable", err)
+	}
+	k.setLoaded(true)
+	waitState(t, b, name, StateReady)
+	if _, err := b.Echo(context.Background(), name, nil); err != nil {
+		t.Fatalf("Echo after the module came: %v", err)
+	}
+}
+
+func waitState(t *testing.T, b *Broker, name string, want State) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		in, err := b.Get(name)
+		if err == nil && in.State == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("namespace %s state %v (%v), want %v", name, in.State, err, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestReleaseReloadRecoveryReportsGaps(t *testing.T) {
+	b, k, names, inums := fakeSetup(t, 1, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := b.Subscribe(ctx, names[0], []uint32{4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		k.publish(inums[0], 4, nil)
+	}
+	for i := uint64(1); i <= 3; i++ {
+		wantMessage(t, recv(t, sub), 4, i)
+	}
+
+	b.Release()
+	if n := k.openSockets(); n != 0 {
+		t.Fatalf("%d sockets open after Release, want 0", n)
+	}
+	wantGap(t, recv(t, sub), Gap{Group: 4, From: 4, Reason: LossReleased})
+	// Released and still loaded: the broker must not re-dial.
+	time.Sleep(50 * time.Millisecond)
+	if n := k.openSockets(); n != 0 {
+		t.Fatalf("broker re-dialed before the module was reloaded (%d sockets)", n)
+	}
+	k.setLoaded(false)
+	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.sawAbsent })
+	k.reload()
+	k.publish(inums[0], 4, nil) // seq 1 and 2 of the new instance: missed
+	k.publish(inums[0], 4, nil)
+	k.setLoaded(true)
+	waitState(t, b, names[0], StateReady)
+	k.publish(inums[0], 4, nil)
+	wantGap(t, recv(t, sub), Gap{Group: 4, From: 1, To: 2, Reason: LossModuleReloaded})
+	ev := recv(t, sub)
+	wantMessage(t, ev, 4, 3)
+	if ev.Epoch != 2 {
+		t.Fatalf("epoch after recovery = %d, want 2", ev.Epoch)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in time")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestCloseEndsEverythingWithoutLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	b, k, names, _ := fakeSetup(t, 2, nil)
+	ctx := context.Background()
+	sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if ev := recv(t, sub); ev.Kind != KindEnd || !errors.Is(ev.Err, ErrClosed) {
+		t.Fatalf("subscription ended with %+v, want ErrClosed", ev)
+	}
+	if _, ok := <-sub; ok {
+		t.Fatal("subscription channel not closed after the end event")
+	}
+	if n := k.openSockets(); n != 0 {
+		t.Fatalf("%d sockets open after Close", n)
+	}
+	waitUntil(t, func() bool { return runtime.NumGoroutine() <= before+1 })
+}
+
+func TestReplyLostInOverrunFailsRequest(t *testing.T) {
+	b, k, names, inums := fakeSetup(t, 1, nil)
+	old := replyLossGrace
+	replyLossGrace = 50 * time.Millisecond
+	defer func() { replyLossGrace = old }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := b.Subscribe(ctx, names[0], []uint32{1}); err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	k.nets[inums[0]].holdReplies = 1000 // the reply never comes
+	k.mu.Unlock()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := b.Echo(context.Background(), names[0], nil)
+		errc <- err
+	}()
+	waitPending(t, b, names[0], 1)
+	k.mu.Lock()
+	k.nets[inums[0]].dropEvents = 1 // an overrun: ENOBUFS on the socket
+	k.mu.Unlock()
+	k.publish(inums[0], 1, nil)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrReplyLost) || !errors.Is(err, unix.ENOBUFS) {
+			t.Fatalf("Echo error = %v, want ErrReplyLost matching ENOBUFS", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("a request whose reply was lost hung")
+	}
+}

@@ -1,0 +1,336 @@
+package broker
+
+import (
+	"encoding/binary"
+	"errors"
+	"iter"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+// fakeKernel plays the nsbroker module for broker tests: one state block
+// per namespace inode, per-group sequence numbers, multicast to the
+// sockets that joined, and knobs to hold replies, drop events and reload.
+// Its sockets are netlink.Socket implementations, so the broker talks to
+// it through the real family.Conn encoders and decoders.
+type fakeKernel struct {
+	mu       sync.Mutex
+	loaded   bool
+	instance uint64
+	nets     map[uint32]*fakeNet
+	nextPort uint32
+	open     int // sockets not closed
+}
+
+type fakeNet struct {
+	inum  uint32
+	seq   [family.Groups + 1]uint64
+	socks map[*fakeSock]struct{}
+	// holdReplies, when positive, holds that many replies and then
+	// delivers them in reverse order.
+	holdReplies int
+	held        []heldReply
+	// dropEvents makes the next n events to each member be dropped by an
+	// "overrun", reported as ENOBUFS.
+	dropEvents int
+}
+
+type heldReply struct {
+	s   *fakeSock
+	msg netlink.Message
+}
+
+func newFakeKernel() *fakeKernel {
+	return &fakeKernel{loaded: true, instance: 1, nets: make(map[uint32]*fakeNet), nextPort: 100}
+}
+
+func (k *fakeKernel) net(inum uint32) *fakeNet {
+	n, ok := k.nets[inum]
+	if !ok {
+		n = &fakeNet{inum: inum, socks: make(map[*fakeSock]struct{})}
+		k.nets[inum] = n
+	}
+	return n
+}
+
+// reload simulates rmmod + insmod: a new instance, sequence numbers from 1.
+func (k *fakeKernel) reload() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.instance++
+	for _, n := range k.nets {
+		n.seq = [family.Groups + 1]uint64{}
+	}
+}
+
+func (k *fakeKernel) setLoaded(v bool) {
+	k.mu.Lock()
+	k.loaded = v
+	k.mu.Unlock()
+}
+
+func (k *fakeKernel) isLoaded() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.loaded
+}
+
+func (k *fakeKernel) openSockets() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.open
+}
+
+// config returns a broker config wired to this kernel.
+func (k *fakeKernel) config() *Config {
+	return &Config{
+		Unit:          family.DefaultUnit,
+		RetryInterval: 10 * time.Millisecond,
+		ModuleLoaded:  k.isLoaded,
+		Dial: func(ns *nsmgr.Namespace, unit, readBuffer int) (Conn, error) {
+			s, err := k.dial(ns.Inode())
+			if err != nil {
+				return nil, err
+			}
+			return familyConn{family.NewConn(netlink.NewConn(s, s.port))}, nil
+		},
+	}
+}
+
+func (k *fakeKernel) dial(inum uint32) (*fakeSock, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.loaded {
+		return nil, unix.EPROTONOSUPPORT
+	}
+	k.nextPort++
+	s := &fakeSock{k: k, net: k.net(inum), port: k.nextPort, wake: make(chan struct{}, 1)}
+	s.net.socks[s] = struct{}{}
+	k.open++
+	return s, nil
+}
+
+// publish multicasts as a raw publisher in the namespace would.
+func (k *fakeKernel) publish(inum uint32, group uint32, payload []byte) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lockedMulticast(k.net(inum), group, 0, payload)
+}
+
+func (k *fakeKernel) lockedMulticast(n *fakeNet, group, sender uint32, payload []byte) uint64 {
+	n.seq[group]++
+	ev := &family.Event{Group: group, Seq: n.seq[group], Payload: payload, NetnsInum: n.inum,
+		SenderPortID: sender, Timestamp: time.Now()}
+	data := mustMarshal(ev)
+	for s := range n.socks {
+		if !s.groups[group] {
+			continue
+		}
+		if n.dropEvents > 0 {
+			s.overrun = true
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		s.lockedDeliver(netlink.Message{Header: netlink.Header{Type: netlink.HeaderType(family.MsgEvent)}, Data: data})
+	}
+	if n.dropEvents > 0 {
+		n.dropEvents--
+	}
+	return n.seq[group]
+}
+
+func mustMarshal(m interface{ MarshalBinary() ([]byte, error) }) []byte {
+	b, err := m.MarshalBinary() // family header included
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// fakeSock is one user socket. Its fields are guarded by k.mu.
+type fakeSock struct {
+	k       *fakeKernel
+	net     *fakeNet
+	port    uint32
+	groups  [family.Groups + 1]bool
+	queue   []netlink.Message
+	overrun bool
+	closed  bool
+	wake    chan struct{}
+}
+
+func (s *fakeSock) lockedDeliver(m netlink.Message) {
+	s.queue = append(s.queue, m)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *fakeSock) Close() error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		delete(s.net.socks, s)
+		s.k.open--
+		close(s.wake)
+	}
+	return nil
+}
+
+func (s *fakeSock) JoinGroup(g uint32) error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	s.groups[g] = true
+	return nil
+}
+
+func (s *fakeSock) LeaveGroup(g uint32) error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	s.groups[g] = false
+	return nil
+}
+
+func (s *fakeSock) SendMessages(ms []netlink.Message) error {
+	for _, m := range ms {
+		if err := s.Send(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Send handles one request the way the module does.
+func (s *fakeSock) Send(m netlink.Message) error {
+	k := s.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	n := s.net
+	body := m.Data[family.HeaderLen:]
+	var out netlink.Message
+	switch uint16(m.Header.Type) {
+	case family.MsgEcho:
+		payload := attr(body, family.AttrPayload)
+		if string(payload) == "reject" {
+			out = errorMessage(m, unix.EPERM, "fake rejection")
+			break
+		}
+		out = replyMessage(m, &family.EchoReply{Payload: payload, NetnsInum: n.inum, NetnsCookie: uint64(n.inum) << 8})
+	case family.MsgPublish:
+		group := binary.NativeEndian.Uint32(attr(body, family.AttrGroup))
+		seq := k.lockedMulticast(n, group, s.port, attr(body, family.AttrPayload))
+		out = replyMessage(m, &family.PublishReply{Group: group, Seq: seq, Listeners: true})
+	case family.MsgStats:
+		out = replyMessage(m, &family.Stats{Instances: uint32(len(k.nets)), NetnsInum: n.inum, InstanceID: k.instance})
+	default:
+		out = errorMessage(m, unix.EOPNOTSUPP, "unknown message type")
+	}
+	if n.holdReplies > 0 && uint16(m.Header.Type) != family.MsgStats {
+		n.held = append(n.held, heldReply{s, out})
+		if len(n.held) == n.holdReplies {
+			for i := len(n.held) - 1; i >= 0; i-- {
+				if !n.held[i].s.closed {
+					n.held[i].s.lockedDeliver(n.held[i].msg)
+				}
+			}
+			n.held, n.holdReplies = nil, 0
+		}
+		return nil
+	}
+	s.lockedDeliver(out)
+	return nil
+}
+
+func attr(body []byte, typ uint16) []byte {
+	ad, err := netlink.NewAttributeDecoder(body)
+	if err != nil {
+		return nil
+	}
+	for ad.Next() {
+		if ad.Type() == typ {
+			return ad.Bytes()
+		}
+	}
+	return nil
+}
+
+func replyMessage(req netlink.Message, r interface{ MarshalBinary() ([]byte, error) }) netlink.Message {
+	return netlink.Message{
+		Header: netlink.Header{Type: req.Header.Type, Sequence: req.Header.Sequence, PID: req.Header.PID},
+		Data:   mustMarshal(r),
+	}
+}
+
+// errorMessage builds an NLMSG_ERROR with an extended-ACK message.
+func errorMessage(req netlink.Message, errno unix.Errno, text string) netlink.Message {
+	data := binary.NativeEndian.AppendUint32(nil, uint32(-int32(errno)))
+	hdr := make([]byte, 16)
+	binary.NativeEndian.PutUint32(hdr[0:4], 16)
+	binary.NativeEndian.PutUint16(hdr[4:6], uint16(req.Header.Type))
+	binary.NativeEndian.PutUint32(hdr[8:12], req.Header.Sequence)
+	data = append(data, hdr...)
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NLMSGERR_ATTR_MSG, text)
+	tlv, _ := ae.Encode()
+	data = append(data, tlv...)
+	return netlink.Message{
+		Header: netlink.Header{Type: netlink.Error, Flags: netlink.Capped | netlink.AcknowledgeTLVs, Sequence: req.Header.Sequence},
+		Data:   data,
+	}
+}
+
+// Receive blocks for the next datagram (every fake datagram holds one
+// message, as the module's do).
+func (s *fakeSock) Receive() ([]netlink.Message, error) {
+	var msgs []netlink.Message
+	for m, err := range s.ReceiveIter() {
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+func (s *fakeSock) ReceiveIter() iter.Seq2[netlink.Message, error] {
+	return func(yield func(netlink.Message, error) bool) {
+		for {
+			s.k.mu.Lock()
+			switch {
+			case s.closed:
+				s.k.mu.Unlock()
+				yield(netlink.Message{}, errors.New("use of closed socket"))
+				return
+			case s.overrun:
+				s.overrun = false
+				s.k.mu.Unlock()
+				yield(netlink.Message{}, os.NewSyscallError("recvmsg", unix.ENOBUFS))
+				return
+			case len(s.queue) > 0:
+				m := s.queue[0]
+				s.queue = s.queue[1:]
+				s.k.mu.Unlock()
+				yield(m, nil)
+				return
+			}
+			wake := s.wake
+			s.k.mu.Unlock()
+			<-wake
+		}
+	}
+}

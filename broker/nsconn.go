@@ -1,0 +1,480 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+// reply is what the reader hands to a waiting request.
+type reply struct {
+	msg family.Message
+	err error
+}
+
+// groupState is the reader's view of one multicast group.
+type groupState struct {
+	refs    int    // subscribers that want the group; joined while > 0
+	lastSeq uint64 // last sequence number received
+	known   bool   // lastSeq is meaningful
+	// cause is why the next discontinuity happened, when the broker knows
+	// (0 means: an overrun the kernel did not tell us about).
+	cause LossReason
+}
+
+// nsConn is the broker's presence in one attached namespace: the namespace
+// file (which keeps it alive), at most one connection to the module with a
+// single reader goroutine, the requests waiting for replies and the
+// subscribers.
+type nsConn struct {
+	b         *Broker
+	name      string
+	ref       nsmgr.Ref
+	ns        *nsmgr.Namespace
+	attached  time.Time
+	seq       atomic.Uint32
+	stopWatch context.CancelFunc // ends the namespace-lifetime watch
+
+	received  atomic.Uint64 // events received from the kernel
+	overruns  atomic.Uint64 // ENOBUFS seen on the socket
+	overrunLost atomic.Uint64 // events the kernel dropped for us
+
+	mu       sync.Mutex // guards everything below
+	conn     Conn       // nil unless StateReady
+	dialing  Conn       // a connection being set up, not yet ready
+	epoch    uint64     // incremented on every successful dial
+	instance uint64     // module instance id seen at the last dial
+	reason   error      // why conn is nil
+	closed   error      // non-nil once detached: the reason
+	pending  map[uint32]chan reply
+	groups   [family.Groups + 1]groupState
+	subs     map[*subscriber]struct{}
+}
+
+func newNSConn(b *Broker, name string, ns *nsmgr.Namespace) *nsConn {
+	return &nsConn{
+		b:        b,
+		name:     name,
+		ref:      ns.Ref(),
+		ns:       ns,
+		attached: time.Now(),
+		pending:  make(map[uint32]chan reply),
+		subs:     make(map[*subscriber]struct{}),
+		reason:   errors.New("not connected yet"),
+	}
+}
+
+func (c *nsConn) nextSeq() uint32 {
+	for {
+		if s := c.seq.Add(1); s != 0 {
+			return s
+		}
+	}
+}
+
+// dial connects to the module in the namespace, learns the module
+// instance, rejoins the subscribed groups and starts the reader. The
+// namespace counts as ready only once its groups are joined.
+func (c *nsConn) dial() error {
+	c.mu.Lock()
+	busy := c.closed != nil || c.conn != nil || c.dialing != nil
+	c.mu.Unlock()
+	if busy {
+		return nil
+	}
+
+	conn, err := c.b.dialConn(c.ns)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.closed != nil || c.conn != nil || c.dialing != nil {
+		c.mu.Unlock()
+		conn.Close()
+		return nil
+	}
+	c.dialing = conn
+	c.mu.Unlock()
+	go c.read(conn)
+
+	// The instance id tells whether sequence numbers restarted.
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	st, err := c.stats(ctx, conn)
+	cancel()
+	if err == nil {
+		err = c.finishDial(conn, st.InstanceID)
+	}
+	if err != nil {
+		c.mu.Lock()
+		if c.dialing == conn {
+			c.dialing = nil
+		}
+		c.mu.Unlock()
+		conn.Close()
+		return fmt.Errorf("dial: %w", err)
+	}
+	return nil
+}
+
+// dialTimeout bounds the first request on a new connection.
+const dialTimeout = 10 * time.Second
+
+// finishDial decides how the sequence numbers continue, joins every
+// subscribed group and makes conn the namespace's connection.
+func (c *nsConn) finishDial(conn Conn, instance uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dialing != conn {
+		return errors.New("dial aborted")
+	}
+	reloaded := c.instance != 0 && c.instance != instance
+	for g := uint32(1); g <= family.Groups; g++ {
+		gs := &c.groups[g]
+		if gs.refs == 0 {
+			continue
+		}
+		if err := conn.JoinGroup(g); err != nil {
+			return fmt.Errorf("join group %d: %w", g, err)
+		}
+		if reloaded && gs.known {
+			// The new instance counts from 1 again.
+			gs.lastSeq, gs.cause = 0, LossModuleReloaded
+		}
+	}
+	c.instance = instance
+	c.epoch++
+	c.reason = nil
+	c.conn, c.dialing = conn, nil
+	return nil
+}
+
+// disconnect drops conn (if it is still the current one): pending requests
+// fail, subscribers are told their stream was cut, and the namespace turns
+// unavailable until the broker re-dials.
+func (c *nsConn) disconnect(conn Conn, why error) {
+	c.mu.Lock()
+	if c.dialing != nil {
+		// Abort a dial in progress; finishDial will notice.
+		c.dialing = nil
+	}
+	if c.conn != conn || conn == nil {
+		c.mu.Unlock()
+		return
+	}
+	c.conn = nil
+	c.reason = why
+	c.lockedFailPending(fmt.Errorf("%w: %v", ErrUnavailable, why))
+	for g := uint32(1); g <= family.Groups; g++ {
+		gs := &c.groups[g]
+		if gs.refs > 0 && gs.known {
+			for s := range c.subs {
+				if s.wants(g) {
+					s.pushGap(Gap{Group: g, From: gs.lastSeq + 1, Reason: LossReleased})
+				}
+			}
+			gs.cause = LossReleased
+		}
+	}
+	c.mu.Unlock()
+	conn.Close()
+	c.b.notify(NamespaceUnavailable, c, why)
+	c.b.kickRecovery()
+}
+
+func (c *nsConn) lockedFailPending(err error) {
+	for seq, ch := range c.pending {
+		ch <- reply{err: err}
+		delete(c.pending, seq)
+	}
+}
+
+// close detaches: everything the namespace held is released.
+func (c *nsConn) close(why error) {
+	c.mu.Lock()
+	if c.closed != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = why
+	conn, dialing := c.conn, c.dialing
+	c.conn, c.dialing = nil, nil
+	c.lockedFailPending(fmt.Errorf("%w: %v", ErrDetached, why))
+	for s := range c.subs {
+		s.finish(why)
+	}
+	c.subs = nil
+	c.mu.Unlock()
+
+	if c.stopWatch != nil {
+		c.stopWatch()
+	}
+	if conn != nil {
+		conn.Close()
+	}
+	if dialing != nil {
+		dialing.Close()
+	}
+	c.ns.Close()
+}
+
+// read is the connection's only reader: replies go to the waiting
+// request, events to the subscribers. It ends when conn is closed.
+func (c *nsConn) read(conn Conn) {
+	for {
+		msgs, err := conn.Receive()
+		if err != nil {
+			if errors.Is(err, unix.ENOBUFS) {
+				c.overrun()
+				continue
+			}
+			c.mu.Lock()
+			current := c.conn == conn
+			c.mu.Unlock()
+			if current {
+				c.disconnect(conn, fmt.Errorf("receive: %w", err))
+			}
+			return
+		}
+		for _, m := range msgs {
+			if ev, ok := m.Reply.(*family.Event); ok && m.Type == family.MsgEvent {
+				c.dispatch(conn, ev)
+				continue
+			}
+			c.complete(m)
+		}
+	}
+}
+
+func (c *nsConn) complete(m family.Message) {
+	c.mu.Lock()
+	ch, ok := c.pending[m.Seq]
+	delete(c.pending, m.Seq)
+	c.mu.Unlock()
+	if ok {
+		ch <- reply{msg: m, err: m.Err}
+	}
+}
+
+// overrun records that the kernel dropped events for this socket: the
+// next discontinuity in every joined group is blamed on it.
+//
+// A reply can be dropped by the same overrun. The replies already queued
+// arrive right after the error, so whatever the requests pending now have
+// not received within replyLossGrace was lost: they fail with an error
+// matching unix.ENOBUFS (the request may still have taken effect).
+func (c *nsConn) overrun() {
+	c.overruns.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for g := range c.groups {
+		if c.groups[g].refs > 0 && c.groups[g].cause == 0 {
+			c.groups[g].cause = LossKernelOverrun
+		}
+	}
+	if len(c.pending) == 0 {
+		return
+	}
+	suspects := make(map[uint32]chan reply, len(c.pending))
+	for seq, ch := range c.pending {
+		suspects[seq] = ch
+	}
+	time.AfterFunc(replyLossGrace, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for seq, ch := range suspects {
+			if c.pending[seq] == ch {
+				delete(c.pending, seq)
+				ch <- reply{err: ErrReplyLost}
+			}
+		}
+	})
+}
+
+// replyLossGrace is how long a request pending at an overrun may still
+// receive its reply.
+var replyLossGrace = 2 * time.Second
+
+// dispatch checks an event's sequence number against the last one of its
+// group, reports any discontinuity as a gap, and queues the event for every
+// subscriber of the group.
+func (c *nsConn) dispatch(conn Conn, ev *family.Event) {
+	c.received.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != conn || ev.Group == 0 || ev.Group > family.Groups {
+		return
+	}
+	gs := &c.groups[ev.Group]
+	var gap *Gap
+	if gs.known && ev.Seq != gs.lastSeq+1 {
+		g := Gap{Group: ev.Group, From: gs.lastSeq + 1, To: ev.Seq - 1, Reason: gs.cause}
+		if ev.Seq <= gs.lastSeq {
+			// The numbers went back without a reload we saw.
+			g = Gap{Group: ev.Group, From: 1, To: ev.Seq - 1, Reason: LossModuleReloaded}
+		}
+		if g.Reason == 0 {
+			g.Reason = LossKernelOverrun
+		}
+		if g.To >= g.From {
+			gap = &g
+			if g.Reason == LossKernelOverrun {
+				c.overrunLost.Add(g.Count())
+			}
+		}
+	}
+	gs.lastSeq, gs.known, gs.cause = ev.Seq, true, 0
+
+	out := Event{Kind: KindMessage, Namespace: c.name, Epoch: c.epoch, Message: *ev}
+	for s := range c.subs {
+		if !s.wants(ev.Group) {
+			continue
+		}
+		if gap != nil {
+			s.pushGap(*gap)
+		}
+		s.push(out)
+	}
+}
+
+// request sends one request and waits for its reply.
+func (c *nsConn) request(ctx context.Context, typ uint16, data []byte) (family.Message, error) {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	return c.requestOn(ctx, conn, typ, data)
+}
+
+func (c *nsConn) requestOn(ctx context.Context, conn Conn, typ uint16, data []byte) (family.Message, error) {
+	seq := c.nextSeq()
+	ch := make(chan reply, 1)
+
+	c.mu.Lock()
+	switch {
+	case c.closed != nil:
+		c.mu.Unlock()
+		return family.Message{}, fmt.Errorf("%w: %v", ErrDetached, c.closed)
+	case conn == nil || (c.conn != conn && c.dialing != conn):
+		reason := c.reason
+		c.mu.Unlock()
+		return family.Message{}, fmt.Errorf("%w: %v", ErrUnavailable, reason)
+	}
+	c.pending[seq] = ch
+	c.mu.Unlock()
+
+	if err := conn.Send(seq, typ, data); err != nil {
+		c.forget(seq)
+		return family.Message{}, err
+	}
+	select {
+	case r := <-ch:
+		return r.msg, r.err
+	case <-ctx.Done():
+		c.forget(seq)
+		return family.Message{}, ctx.Err()
+	}
+}
+
+func (c *nsConn) forget(seq uint32) {
+	c.mu.Lock()
+	delete(c.pending, seq)
+	c.mu.Unlock()
+}
+
+func (c *nsConn) stats(ctx context.Context, conn Conn) (*family.Stats, error) {
+	m, err := c.requestOn(ctx, conn, family.MsgStats, family.EncodeStats())
+	if err != nil {
+		return nil, err
+	}
+	st, ok := m.Reply.(*family.Stats)
+	if !ok {
+		return nil, fmt.Errorf("unexpected reply %T to STATS", m.Reply)
+	}
+	return st, nil
+}
+
+// subscribe registers s and joins the groups it is the first to want.
+func (c *nsConn) subscribe(s *subscriber, groups []uint32) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed != nil {
+		return fmt.Errorf("%w: %v", ErrDetached, c.closed)
+	}
+	var joined []uint32
+	for _, g := range groups {
+		gs := &c.groups[g]
+		if gs.refs == 0 && c.conn != nil {
+			if err := c.conn.JoinGroup(g); err != nil {
+				for _, j := range joined {
+					c.conn.LeaveGroup(j)
+					c.groups[j].refs--
+				}
+				return fmt.Errorf("join group %d: %w", g, err)
+			}
+			joined = append(joined, g)
+			gs.known, gs.cause = false, 0
+		}
+		gs.refs++
+	}
+	c.subs[s] = struct{}{}
+	return nil
+}
+
+// unsubscribe removes s and leaves the groups nobody wants any more.
+func (c *nsConn) unsubscribe(s *subscriber, groups []uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.subs[s]; !ok {
+		return
+	}
+	delete(c.subs, s)
+	for _, g := range groups {
+		gs := &c.groups[g]
+		gs.refs--
+		if gs.refs == 0 {
+			if c.conn != nil {
+				c.conn.LeaveGroup(g)
+			}
+			gs.known, gs.cause = false, 0
+		}
+	}
+}
+
+// info describes the namespace for List and Watch.
+func (c *nsConn) info() Info {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in := Info{
+		Name:        c.name,
+		Ref:         c.ref,
+		ID:          c.ns.ID(),
+		Inode:       c.ns.Inode(),
+		Cookie:      c.ns.Cookie(),
+		AttachedAt:  c.attached,
+		Epoch:       c.epoch,
+		Subscribers: len(c.subs),
+		Received:    c.received.Load(),
+		Overruns:    c.overruns.Load(),
+		OverrunLost: c.overrunLost.Load(),
+	}
+	for s := range c.subs {
+		in.Delivered += s.delivered.Load()
+		in.QueueLost += s.lostEvents.Load()
+	}
+	if c.conn != nil {
+		in.State = StateReady
+	} else {
+		in.State = StateUnavailable
+		if c.reason != nil {
+			in.Reason = c.reason.Error()
+		}
+	}
+	return in
+}
