@@ -43,8 +43,8 @@ type nsConn struct {
 	seq       atomic.Uint32
 	stopWatch context.CancelFunc // ends the namespace-lifetime watch
 
-	received  atomic.Uint64 // events received from the kernel
-	overruns  atomic.Uint64 // ENOBUFS seen on the socket
+	received    atomic.Uint64 // events received from the kernel
+	overruns    atomic.Uint64 // ENOBUFS seen on the socket
 	overrunLost atomic.Uint64 // events the kernel dropped for us
 
 	mu       sync.Mutex // guards everything below

@@ -247,4 +247,3 @@ func sameNamespace(path string, ns *nsmgr.Namespace) bool {
 	defer other.Close()
 	return other.ID() == ns.ID()
 }
-
