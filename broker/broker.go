@@ -438,7 +438,7 @@ func (b *Broker) recover() {
 		}
 		for _, c := range conns {
 			c.mu.Lock()
-			down := c.conn == nil && c.dialing == nil && c.closed == nil
+			down := c.conn == nil && c.closed == nil
 			c.mu.Unlock()
 			if !down {
 				continue

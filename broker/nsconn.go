@@ -42,6 +42,7 @@ type nsConn struct {
 	attached  time.Time
 	seq       atomic.Uint32
 	stopWatch context.CancelFunc // ends the namespace-lifetime watch
+	dialMu    sync.Mutex         // serialises dial attempts
 
 	received    atomic.Uint64 // events received from the kernel
 	overruns    atomic.Uint64 // ENOBUFS seen on the socket
@@ -84,10 +85,14 @@ func (c *nsConn) nextSeq() uint32 {
 // instance, rejoins the subscribed groups and starts the reader. The
 // namespace counts as ready only once its groups are joined.
 func (c *nsConn) dial() error {
+	// One dial at a time: Attach and the recovery loop may both try, and
+	// each must see the outcome of the other's attempt.
+	c.dialMu.Lock()
+	defer c.dialMu.Unlock()
 	c.mu.Lock()
-	busy := c.closed != nil || c.conn != nil || c.dialing != nil
+	done := c.closed != nil || c.conn != nil
 	c.mu.Unlock()
-	if busy {
+	if done {
 		return nil
 	}
 
@@ -96,7 +101,7 @@ func (c *nsConn) dial() error {
 		return err
 	}
 	c.mu.Lock()
-	if c.closed != nil || c.conn != nil || c.dialing != nil {
+	if c.closed != nil {
 		c.mu.Unlock()
 		conn.Close()
 		return nil

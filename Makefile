@@ -1,0 +1,61 @@
+# nsbroker: top-level build and test.
+#
+#   make test      everything CI runs: lint, host tests, module checks, VM suites
+#   make vmtest    the in-kernel suites in a QEMU guest (see test/netns/README.md)
+#   make fuzz      every Go fuzz target for FUZZTIME (default 60s) each
+#   make kmod      build kmod/nsbroker.ko against the installed cloud kernel
+
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+FUZZTIME ?= 60s
+TIMED := mk/timed.sh
+# The newest installed Debian cloud kernel's build dir, by version.
+CLOUD_KDIR := $(shell ls -d /lib/modules/*-cloud-amd64/build 2>/dev/null | sort -V | tail -n 1)
+
+include mk/vm.mk
+
+.PHONY: all deps build kmod lint gotest kmod-check test fuzz clean
+
+all: build kmod
+
+deps:
+	@mk/deps.sh
+
+build:
+	$(GO) build ./...
+
+kmod:
+	$(MAKE) -C kmod KDIR=$(or $(KDIR),$(CLOUD_KDIR))
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+gotest:
+	$(GO) test -race -count=1 ./...
+
+kmod-check:
+	$(MAKE) -C kmod check KDIR=$(or $(KDIR),$(CLOUD_KDIR))
+
+# Each decoder's fuzz target, briefly in CI (FUZZTIME=10s), longer by hand.
+FUZZ_TARGETS = $(shell $(GO) test -list '^Fuzz' ./family | grep '^Fuzz')
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+		echo "fuzz $$f for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./family || exit 1; \
+	done
+
+test:
+	@$(TIMED) deps mk/deps.sh
+	@$(TIMED) lint $(MAKE) --no-print-directory lint
+	@$(TIMED) host-tests $(MAKE) --no-print-directory gotest
+	@$(TIMED) kmod-check $(MAKE) --no-print-directory kmod-check
+	@$(TIMED) fuzz-smoke $(MAKE) --no-print-directory fuzz FUZZTIME=10s
+	@$(TIMED) vmtest $(MAKE) --no-print-directory vmtest
+
+clean:
+	$(MAKE) -C kmod clean KDIR=$(or $(KDIR),$(CLOUD_KDIR))
+	rm -rf .build

@@ -1,0 +1,50 @@
+# `make vmtest`: build nsbroker.ko and the in-guest test binaries, boot them
+# in QEMU on a Debian kernel and report. See test/netns/README.md.
+#
+# Every setting is a make variable; override on the command line, e.g.
+#   make vmtest VM_PKGS=./family VM_RUN='^TestIntegrationEcho$$'
+#   make vmtest VM_EXTRA=/tmp/mytests VM_CMD='sh ./run.sh'
+# (make expands '$', so write '$$' for a literal '$').
+
+# Go packages whose tests run in the guest, in this order. Missing packages
+# and packages without test files are skipped with a note.
+VM_PKGS ?= ./test/netns/kmodtest ./family ./broker
+# -test.run pattern, and more flags for every test binary.
+VM_RUN ?= ^TestIntegration
+VM_TESTARGS ?=
+# A directory copied into the guest at /extra and a command run there after
+# the suites; its exit status counts as the pseudo-test "extra: <command>".
+VM_EXTRA ?=
+VM_CMD ?=
+# Seconds for the whole boot and run, and for each test binary.
+VM_TIMEOUT ?= 900
+VM_TEST_TIMEOUT ?= 300
+# Print every line the guest wrote, not only test results and failures.
+VM_VERBOSE ?=
+# Extended regex of kernel log lines that must not fail the run.
+VM_KLOG_IGNORE ?=
+# The module: its source directory and insmod parameters.
+VM_KMOD_DIR ?= kmod
+VM_KMOD_ARGS ?=
+# Where artifacts go.
+VM_BUILD ?= $(CURDIR)/.build/vm
+
+# The kernel: empty means the newest installed Debian cloud kernel
+# (/boot/vmlinuz-<version>-cloud-amd64 and /lib/modules/<version>/build).
+# Set both to boot another one, e.g. a debug build.
+KERNEL_IMAGE ?=
+KDIR ?=
+QEMU_MEM ?= 1024
+QEMU_SMP ?= 2
+
+VM_SCRIPT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../test/netns/vm/vmtest.sh)
+VM_SETTINGS := VM_PKGS VM_RUN VM_TESTARGS VM_EXTRA VM_CMD VM_TIMEOUT \
+	VM_TEST_TIMEOUT VM_VERBOSE VM_KLOG_IGNORE VM_KMOD_DIR VM_KMOD_ARGS \
+	VM_BUILD KERNEL_IMAGE KDIR QEMU_MEM QEMU_SMP
+
+# Single-quote a value for the shell, so commands and patterns pass intact.
+vm_quote = '$(subst ','\'',$(1))'
+
+.PHONY: vmtest
+vmtest:
+	@$(foreach v,$(VM_SETTINGS),$(v)=$(call vm_quote,$($(v)))) bash $(VM_SCRIPT)

@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Building what runs in the guest: the module and the static test binaries.
+
+# Build the module against KDIR and set MODULE_FILE.
+build_module() {
+	local build_log=$VM_BUILD/logs/module.log vermagic
+	[[ -f $VM_KMOD_DIR/Makefile ]] || die "$VM_KMOD_DIR/Makefile not found (VM_KMOD_DIR=$VM_KMOD_DIR)"
+	log "[module] make -C $VM_KMOD_DIR KDIR=$KDIR"
+	make -C "$VM_KMOD_DIR" KDIR="$KDIR" >"$build_log" 2>&1 ||
+		{ show_log_tail "$build_log" 60; die "module build failed"; }
+	if grep -q 'warning:' "$build_log"; then
+		log "[module] compiler warnings:"
+		grep -A3 'warning:' "$build_log" | sed 's/^/  /'
+	fi
+	MODULE_FILE=$VM_KMOD_DIR/$MODULE_NAME.ko
+	[[ -f $MODULE_FILE ]] || die "the build did not produce $MODULE_FILE"
+	# A stale module built for another kernel would only fail at insmod.
+	vermagic=$(modinfo -F vermagic "$MODULE_FILE")
+	[[ ${vermagic%% *} == "$KERNEL_RELEASE" ]] ||
+		die "$MODULE_FILE is built for ${vermagic%% *}, not $KERNEL_RELEASE"
+}
+
+# Print "import-path<TAB>dir<TAB>number-of-test-files" for each package
+# VM_PKGS names (patterns such as ./... expand to several).
+list_test_packages() {
+	local pkgs
+	read -ra pkgs <<<"$VM_PKGS"
+	((${#pkgs[@]} > 0)) || return 0
+	go list -e -f '{{.ImportPath}}{{"\t"}}{{.Dir}}{{"\t"}}{{len .TestGoFiles}}{{"\t"}}{{len .XTestGoFiles}}' \
+		"${pkgs[@]}" | awk -F '\t' '{ print $1 "\t" $2 "\t" $3 + $4 }'
+}
+
+# Build one static test binary per package into $VM_BUILD/tests/<name>/,
+# with the package's testdata, and set TEST_NAMES (in run order).
+build_test_binaries() {
+	local out=$VM_BUILD/tests packages pkg dir count name build_log
+	local -A taken=()
+	TEST_NAMES=()
+	rm -rf "$out"
+	mkdir -p "$out"
+	packages=$(list_test_packages) || die "go list failed for VM_PKGS='$VM_PKGS'"
+	while IFS=$'\t' read -r pkg dir count; do
+		[[ -n $pkg ]] || continue
+		if [[ -z $dir || ! -d $dir ]]; then
+			note "$pkg does not exist, skipped"
+			continue
+		fi
+		if ((count == 0)); then
+			note "$pkg has no test files, skipped"
+			continue
+		fi
+		name=${pkg##*/}
+		# Two packages with the same last element: fall back to the path.
+		[[ -z ${taken[$name]:-} ]] || name=$(realpath --relative-to="$REPO_ROOT" "$dir" | tr / -)
+		taken[$name]=1
+		build_log=$VM_BUILD/logs/$name.test.log
+		log "[tests] $pkg -> $name.test"
+		mkdir -p "$out/$name"
+		CGO_ENABLED=0 go test -c -o "$out/$name/$name.test" "$pkg" >"$build_log" 2>&1 ||
+			{ show_log_tail "$build_log" 60; die "building the tests of $pkg failed"; }
+		[[ -f $out/$name/$name.test ]] || die "$pkg: go test -c wrote no binary"
+		[[ ! -d $dir/testdata ]] || cp -a "$dir/testdata" "$out/$name/"
+		TEST_NAMES+=("$name")
+	done <<<"$packages"
+	((${#TEST_NAMES[@]} > 0)) || note "no test binaries to run (VM_PKGS='$VM_PKGS')"
+}
