@@ -147,30 +147,36 @@ static u64 nsb_multicast(struct nsb_net *nn, u32 group, struct sk_buff *event,
 			 struct nlattr *seq_attr, bool *listeners)
 {
 	struct nsb_group *grp = &nn->groups[group - 1];
-	bool members;
 	u64 seq;
 	int err;
 
 	mutex_lock(&grp->lock);
 	seq = ++grp->seq;
 	memcpy(nla_data(seq_attr), &seq, sizeof(seq));
-	members = netlink_has_listeners(nn->sk, group);
 	err = nlmsg_multicast(nn->sk, event, 0, group, GFP_KERNEL);
 	mutex_unlock(&grp->lock);
 
+	/*
+	 * Only the outcome of the delivery is namespace-scoped:
+	 * netlink_has_listeners() would consult the unit's group bitmap, which
+	 * all namespaces share, and tell a tenant whether another namespace
+	 * has members.  A member whose buffer was full reports -ENOBUFS only
+	 * if it set NETLINK_BROADCAST_ERROR; otherwise its loss looks like
+	 * -ESRCH here, and the member sees ENOBUFS on its own socket.
+	 */
 	atomic64_inc(&nn->stats[NSB_STATS_A_PUBLISH]);
-	if (!err)
+	switch (err) {
+	case 0:
 		atomic64_inc(&nn->stats[NSB_STATS_A_DELIVERED]);
-	else if (members)
-		/*
-		 * -ESRCH with members: every member's buffer was full; -ENOBUFS:
-		 * one that set NETLINK_BROADCAST_ERROR was.  Either way the
-		 * members that lost it see ENOBUFS on their sockets.
-		 */
-		atomic64_inc(&nn->stats[NSB_STATS_A_OVERRUN]);
-	else
+		break;
+	case -ESRCH:
 		atomic64_inc(&nn->stats[NSB_STATS_A_NO_LISTENER]);
-	*listeners = members;
+		break;
+	default:
+		atomic64_inc(&nn->stats[NSB_STATS_A_OVERRUN]);
+		break;
+	}
+	*listeners = err != -ESRCH;
 	return seq;
 }
 

@@ -97,7 +97,7 @@ enum nsb_attr {
 	NSB_A_NETNS_COOKIE,	/* u64, net cookie of that namespace */
 	NSB_A_SENDER_PORTID,	/* u32, netlink port id of the publisher */
 	NSB_A_TIMESTAMP,	/* u64, CLOCK_REALTIME ns at publish */
-	NSB_A_LISTENERS,	/* u32, 1 if the group had members, else 0 */
+	NSB_A_LISTENERS,	/* u32, 1 if a member took the event, else 0 */
 	NSB_A_STATS,		/* nested, NSB_STATS_A_* */
 	NSB_A_INSTANCES,	/* u32, live per-namespace instances, module-wide */
 	NSB_A_INSTANCE_ID,	/* u64, random, new for every per-namespace instance */
@@ -114,10 +114,10 @@ enum nsb_stats_attr {
 	NSB_STATS_A_ECHO,		/* ECHO requests answered */
 	NSB_STATS_A_PUBLISH,		/* events multicast */
 	NSB_STATS_A_DELIVERED,		/* events that reached a member */
-	NSB_STATS_A_NO_LISTENER,	/* events the group had no member for */
-	NSB_STATS_A_OVERRUN,		/* events members had and did not take:
-					 * all of them were full, or one with
-					 * NETLINK_BROADCAST_ERROR was
+	NSB_STATS_A_NO_LISTENER,	/* events no member took */
+	NSB_STATS_A_OVERRUN,		/* events a member with
+					 * NETLINK_BROADCAST_ERROR set could
+					 * not take: its buffer was full
 					 */
 	NSB_STATS_A_REJECTED,		/* requests answered with an error */
 
