@@ -278,15 +278,7 @@ func (b *Broker) Echo(ctx context.Context, name string, payload []byte) (*family
 	if err != nil {
 		return nil, opError("echo", name, fmt.Errorf("%w: %v", ErrInvalid, err))
 	}
-	m, err := b.request(ctx, "echo", name, family.MsgEcho, data)
-	if err != nil {
-		return nil, err
-	}
-	r, ok := m.Reply.(*family.EchoReply)
-	if !ok {
-		return nil, opError("echo", name, fmt.Errorf("unexpected reply %T", m.Reply))
-	}
-	return r, nil
+	return requestReply[family.EchoReply](ctx, b, "echo", name, family.MsgEcho, data)
 }
 
 // Publish multicasts payload to group in the namespace.
@@ -295,37 +287,30 @@ func (b *Broker) Publish(ctx context.Context, name string, group uint32, payload
 	if err != nil {
 		return nil, opError("publish", name, fmt.Errorf("%w: %v", ErrInvalid, err))
 	}
-	m, err := b.request(ctx, "publish", name, family.MsgPublish, data)
-	if err != nil {
-		return nil, err
-	}
-	r, ok := m.Reply.(*family.PublishReply)
-	if !ok {
-		return nil, opError("publish", name, fmt.Errorf("unexpected reply %T", m.Reply))
-	}
-	return r, nil
+	return requestReply[family.PublishReply](ctx, b, "publish", name, family.MsgPublish, data)
 }
 
 // Stats returns the module's counters for the namespace.
 func (b *Broker) Stats(ctx context.Context, name string) (*family.Stats, error) {
-	m, err := b.request(ctx, "stats", name, family.MsgStats, family.EncodeStats())
-	if err != nil {
-		return nil, err
-	}
-	r, ok := m.Reply.(*family.Stats)
-	if !ok {
-		return nil, opError("stats", name, fmt.Errorf("unexpected reply %T", m.Reply))
-	}
-	return r, nil
+	return requestReply[family.Stats](ctx, b, "stats", name, family.MsgStats, family.EncodeStats())
 }
 
-func (b *Broker) request(ctx context.Context, op, name string, typ uint16, data []byte) (family.Message, error) {
+// requestReply sends a request to the named namespace and returns its
+// reply, which must be a *T.
+func requestReply[T any](ctx context.Context, b *Broker, op, name string, typ uint16, data []byte) (*T, error) {
 	c, err := b.lookup(name)
 	if err != nil {
-		return family.Message{}, opError(op, name, err)
+		return nil, opError(op, name, err)
 	}
 	m, err := c.request(ctx, typ, data)
-	return m, opError(op, name, err)
+	if err != nil {
+		return nil, opError(op, name, err)
+	}
+	r, ok := m.Reply.(*T)
+	if !ok {
+		return nil, opError(op, name, fmt.Errorf("unexpected reply %T", m.Reply))
+	}
+	return r, nil
 }
 
 // Subscribe delivers the events multicast to groups in the namespace,
