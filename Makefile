@@ -4,6 +4,7 @@
 #   make vmtest    the in-kernel suites in a QEMU guest (see test/netns/README.md)
 #   make fuzz      every Go fuzz target for FUZZTIME (default 60s) each
 #   make kmod      build kmod/nsbroker.ko against the installed cloud kernel
+#   make proto     regenerate the gRPC code from proto/ (pinned generators)
 
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO ?= go
@@ -15,7 +16,25 @@ CLOUD_KDIR := $(shell ls -d /lib/modules/*-cloud-amd64/build 2>/dev/null | sort 
 
 include mk/vm.mk
 
-.PHONY: all deps build kmod lint gotest kmod-check test fuzz clean
+.PHONY: all deps build kmod lint gotest kmod-check test fuzz clean proto proto-check
+
+# Generated code is committed; `make proto` regenerates it with these
+# generator versions and Debian's protoc.
+PROTOC_GEN_GO_VERSION ?= v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.0
+PROTO_FILES := proto/nsbroker/v1/broker.proto
+PROTO_BIN := $(CURDIR)/.build/bin
+
+proto:
+	@command -v protoc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }
+	GOBIN=$(PROTO_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(PROTO_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(PROTO_BIN):$$PATH protoc -I proto -I /usr/include \
+		--go_out=paths=source_relative:proto --go-grpc_out=paths=source_relative:proto $(PROTO_FILES)
+
+# Fails when the committed generated code is not what `make proto` makes.
+proto-check: proto
+	@git diff --exit-code -- proto || { echo "generated code is stale: run make proto and commit"; exit 1; }
 
 all: build kmod
 
@@ -50,7 +69,7 @@ fuzz:
 
 test:
 	@$(TIMED) deps mk/deps.sh
-	@$(TIMED) lint $(MAKE) --no-print-directory lint
+	@$(TIMED) lint $(MAKE) --no-print-directory lint proto-check
 	@$(TIMED) host-tests $(MAKE) --no-print-directory gotest
 	@$(TIMED) kmod-check $(MAKE) --no-print-directory kmod-check
 	@$(TIMED) fuzz-smoke $(MAKE) --no-print-directory fuzz FUZZTIME=10s

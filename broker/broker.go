@@ -138,7 +138,7 @@ func New(cfg *Config) *Broker {
 	return b
 }
 
-func (b *Broker) dialConn(ns *nsmgr.Namespace) (Conn, error) {
+func (b *Broker) dialConn(ns *nsmgr.Namespace) (*family.Conn, error) {
 	unit := b.cfg.Unit
 	if unit == 0 {
 		var err error

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nsbroker/nsbroker/broker/brokertest"
 	"github.com/nsbroker/nsbroker/family"
 	"github.com/nsbroker/nsbroker/internal/testenv"
 	"github.com/nsbroker/nsbroker/nsmgr"
@@ -36,10 +37,20 @@ func newNamed(t *testing.T) (string, *nsmgr.Namespace) {
 }
 
 // fakeSetup attaches n fresh namespaces to a broker on a fake kernel.
-func fakeSetup(t *testing.T, n int, mutate func(*Config)) (*Broker, *fakeKernel, []string, []uint32) {
+// fakeConfig wires a broker to a fake kernel.
+func fakeConfig(k *brokertest.Kernel) *Config {
+	return &Config{
+		Unit:          family.DefaultUnit,
+		RetryInterval: 10 * time.Millisecond,
+		ModuleLoaded:  k.Loaded,
+		Dial:          k.Dial,
+	}
+}
+
+func fakeSetup(t *testing.T, n int, mutate func(*Config)) (*Broker, *brokertest.Kernel, []string, []uint32) {
 	t.Helper()
-	k := newFakeKernel()
-	cfg := k.config()
+	k := brokertest.NewKernel()
+	cfg := fakeConfig(k)
 	if mutate != nil {
 		mutate(cfg)
 	}
@@ -110,9 +121,7 @@ func TestEchoAnsweredByTheRightNamespace(t *testing.T) {
 func TestConcurrentRequestsRepliedOutOfOrder(t *testing.T) {
 	const n = 64
 	b, k, names, inums := fakeSetup(t, 1, nil)
-	k.mu.Lock()
-	k.nets[inums[0]].holdReplies = n // all 64 replies come back reversed
-	k.mu.Unlock()
+	k.HoldReplies(inums[0], n) // all 64 replies come back reversed
 
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -199,13 +208,11 @@ func TestKernelOverrunBecomesGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.publish(inums[0], 1, nil) // 1
-	k.publish(inums[0], 1, nil) // 2
-	k.mu.Lock()
-	k.nets[inums[0]].dropEvents = 3 // 3, 4, 5 dropped with ENOBUFS
-	k.mu.Unlock()
+	k.Publish(inums[0], 1, nil) // 1
+	k.Publish(inums[0], 1, nil) // 2
+	k.DropEvents(inums[0], 3) // 3, 4, 5 dropped with ENOBUFS
 	for range 5 {
-		k.publish(inums[0], 1, nil)
+		k.Publish(inums[0], 1, nil)
 	}
 	wantMessage(t, recv(t, sub), 1, 1)
 	wantMessage(t, recv(t, sub), 1, 2)
@@ -235,7 +242,7 @@ func TestSlowSubscriberDoesNotDelayFastOne(t *testing.T) {
 	// it while the slow one's queue is full and never drained.
 	timeout := time.After(waitLimit)
 	for i := 1; i <= total; i++ {
-		k.publish(inums[0], 2, []byte("x"))
+		k.Publish(inums[0], 2, []byte("x"))
 		select {
 		case ev, ok := <-fast:
 			if !ok || ev.Kind != KindMessage || ev.Message.Seq != uint64(i) {
@@ -269,15 +276,13 @@ func TestSlowSubscriberDoesNotDelayFastOne(t *testing.T) {
 		t.Fatalf("slow subscriber saw %d gaps, want 1", gaps)
 	}
 	// And the stream goes on after the gap.
-	k.publish(inums[0], 2, nil)
+	k.Publish(inums[0], 2, nil)
 	wantMessage(t, recv(t, slow), 2, total+1)
 }
 
 func TestDetachFailsInFlightRequests(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
-	k.mu.Lock()
-	k.nets[inums[0]].holdReplies = 1000 // never answered
-	k.mu.Unlock()
+	k.HoldReplies(inums[0], 1000) // never answered
 	errs := make(chan error, 10)
 	for range 10 {
 		go func() {
@@ -308,7 +313,7 @@ func TestDetachFailsInFlightRequests(t *testing.T) {
 	if ev := recv(t, sub); ev.Kind != KindEnd || !errors.Is(ev.Err, ErrDetached) {
 		t.Fatalf("subscription ended with %+v, want KindEnd ErrDetached", ev)
 	}
-	if n := k.openSockets(); n != 0 {
+	if n := k.OpenSockets(); n != 0 {
 		t.Fatalf("%d sockets still open after Detach, want 0", n)
 	}
 	if _, err := b.Get(names[0]); !errors.Is(err, ErrNotFound) {
@@ -339,9 +344,7 @@ func waitPending(t *testing.T, b *Broker, name string, n int) {
 
 func TestRequestHonoursContextDeadline(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
-	k.mu.Lock()
-	k.nets[inums[0]].holdReplies = 1000
-	k.mu.Unlock()
+	k.HoldReplies(inums[0], 1000)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := b.Echo(ctx, names[0], nil); !errors.Is(err, context.DeadlineExceeded) {
@@ -384,7 +387,7 @@ gone:
 	if got := b.List(); len(got) != 1 || got[0].Name != names[1] {
 		t.Fatalf("List after deletion = %+v, want only %s", got, names[1])
 	}
-	if n := k.openSockets(); n != 1 {
+	if n := k.OpenSockets(); n != 1 {
 		t.Fatalf("%d fake sockets open, want 1 (the other namespace)", n)
 	}
 }
@@ -400,8 +403,8 @@ func TestProcessExitDetachesPidAttachedNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	k := newFakeKernel()
-	b := New(k.config())
+	k := brokertest.NewKernel()
+	b := New(fakeConfig(k))
 	defer b.Close()
 	// unshare has to switch namespaces before exec'ing sleep.
 	self, _ := nsmgr.Current()
@@ -456,9 +459,9 @@ func TestAttachTwiceRefused(t *testing.T) {
 }
 
 func TestModuleMissingThenLoaded(t *testing.T) {
-	k := newFakeKernel()
-	k.setLoaded(false)
-	b := New(k.config())
+	k := brokertest.NewKernel()
+	k.SetLoaded(false)
+	b := New(fakeConfig(k))
 	defer b.Close()
 	name, _ := newNamed(t)
 	in, err := b.Attach(context.Background(), name, nsmgr.Ref{Name: name})
@@ -471,7 +474,7 @@ func TestModuleMissingThenLoaded(t *testing.T) {
 	if _, err := b.Echo(context.Background(), name, nil); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Echo with the module missing = %v, want ErrUnavailable", err)
 	}
-	k.setLoaded(true)
+	k.SetLoaded(true)
 	waitState(t, b, name, StateReady)
 	if _, err := b.Echo(context.Background(), name, nil); err != nil {
 		t.Fatalf("Echo after the module came: %v", err)
@@ -502,30 +505,30 @@ func TestReleaseReloadRecoveryReportsGaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		k.publish(inums[0], 4, nil)
+		k.Publish(inums[0], 4, nil)
 	}
 	for i := uint64(1); i <= 3; i++ {
 		wantMessage(t, recv(t, sub), 4, i)
 	}
 
 	b.Release()
-	if n := k.openSockets(); n != 0 {
+	if n := k.OpenSockets(); n != 0 {
 		t.Fatalf("%d sockets open after Release, want 0", n)
 	}
 	wantGap(t, recv(t, sub), Gap{Group: 4, From: 4, Reason: LossReleased})
 	// Released and still loaded: the broker must not re-dial.
 	time.Sleep(50 * time.Millisecond)
-	if n := k.openSockets(); n != 0 {
+	if n := k.OpenSockets(); n != 0 {
 		t.Fatalf("broker re-dialed before the module was reloaded (%d sockets)", n)
 	}
-	k.setLoaded(false)
+	k.SetLoaded(false)
 	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.sawAbsent })
-	k.reload()
-	k.publish(inums[0], 4, nil) // seq 1 and 2 of the new instance: missed
-	k.publish(inums[0], 4, nil)
-	k.setLoaded(true)
+	k.Reload()
+	k.Publish(inums[0], 4, nil) // seq 1 and 2 of the new instance: missed
+	k.Publish(inums[0], 4, nil)
+	k.SetLoaded(true)
 	waitState(t, b, names[0], StateReady)
-	k.publish(inums[0], 4, nil)
+	k.Publish(inums[0], 4, nil)
 	wantGap(t, recv(t, sub), Gap{Group: 4, From: 1, To: 2, Reason: LossModuleReloaded})
 	ev := recv(t, sub)
 	wantMessage(t, ev, 4, 3)
@@ -560,7 +563,7 @@ func TestCloseEndsEverythingWithoutLeaks(t *testing.T) {
 	if _, ok := <-sub; ok {
 		t.Fatal("subscription channel not closed after the end event")
 	}
-	if n := k.openSockets(); n != 0 {
+	if n := k.OpenSockets(); n != 0 {
 		t.Fatalf("%d sockets open after Close", n)
 	}
 	waitUntil(t, func() bool { return runtime.NumGoroutine() <= before+1 })
@@ -576,19 +579,15 @@ func TestReplyLostInOverrunFailsRequest(t *testing.T) {
 	if _, err := b.Subscribe(ctx, names[0], []uint32{1}); err != nil {
 		t.Fatal(err)
 	}
-	k.mu.Lock()
-	k.nets[inums[0]].holdReplies = 1000 // the reply never comes
-	k.mu.Unlock()
+	k.HoldReplies(inums[0], 1000) // the reply never comes
 	errc := make(chan error, 1)
 	go func() {
 		_, err := b.Echo(context.Background(), names[0], nil)
 		errc <- err
 	}()
 	waitPending(t, b, names[0], 1)
-	k.mu.Lock()
-	k.nets[inums[0]].dropEvents = 1 // an overrun: ENOBUFS on the socket
-	k.mu.Unlock()
-	k.publish(inums[0], 1, nil)
+	k.DropEvents(inums[0], 1) // an overrun: ENOBUFS on the socket
+	k.Publish(inums[0], 1, nil)
 	select {
 	case err := <-errc:
 		if !errors.Is(err, ErrReplyLost) || !errors.Is(err, unix.ENOBUFS) {

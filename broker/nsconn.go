@@ -48,13 +48,13 @@ type nsConn struct {
 	overruns    atomic.Uint64 // ENOBUFS seen on the socket
 	overrunLost atomic.Uint64 // events the kernel dropped for us
 
-	mu       sync.Mutex // guards everything below
-	conn     Conn       // nil unless StateReady
-	dialing  Conn       // a connection being set up, not yet ready
-	epoch    uint64     // incremented on every successful dial
-	instance uint64     // module instance id seen at the last dial
-	reason   error      // why conn is nil
-	closed   error      // non-nil once detached: the reason
+	mu       sync.Mutex   // guards everything below
+	conn     *family.Conn // nil unless StateReady
+	dialing  *family.Conn // a connection being set up, not yet ready
+	epoch    uint64       // incremented on every successful dial
+	instance uint64       // module instance id seen at the last dial
+	reason   error        // why conn is nil
+	closed   error        // non-nil once detached: the reason
 	pending  map[uint32]chan reply
 	groups   [family.Groups + 1]groupState
 	subs     map[*subscriber]struct{}
@@ -134,7 +134,7 @@ const dialTimeout = 10 * time.Second
 
 // finishDial decides how the sequence numbers continue, joins every
 // subscribed group and makes conn the namespace's connection.
-func (c *nsConn) finishDial(conn Conn, instance uint64) error {
+func (c *nsConn) finishDial(conn *family.Conn, instance uint64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dialing != conn {
@@ -164,7 +164,7 @@ func (c *nsConn) finishDial(conn Conn, instance uint64) error {
 // disconnect drops conn (if it is still the current one): pending requests
 // fail, subscribers are told their stream was cut, and the namespace turns
 // unavailable until the broker re-dials.
-func (c *nsConn) disconnect(conn Conn, why error) {
+func (c *nsConn) disconnect(conn *family.Conn, why error) {
 	c.mu.Lock()
 	if c.dialing != nil {
 		// Abort a dial in progress; finishDial will notice.
@@ -232,7 +232,7 @@ func (c *nsConn) close(why error) {
 
 // read is the connection's only reader: replies go to the waiting
 // request, events to the subscribers. It ends when conn is closed.
-func (c *nsConn) read(conn Conn) {
+func (c *nsConn) read(conn *family.Conn) {
 	for {
 		msgs, err := conn.Receive()
 		if err != nil {
@@ -310,7 +310,7 @@ var replyLossGrace = 2 * time.Second
 // dispatch checks an event's sequence number against the last one of its
 // group, reports any discontinuity as a gap, and queues the event for every
 // subscriber of the group.
-func (c *nsConn) dispatch(conn Conn, ev *family.Event) {
+func (c *nsConn) dispatch(conn *family.Conn, ev *family.Event) {
 	c.received.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -357,7 +357,7 @@ func (c *nsConn) request(ctx context.Context, typ uint16, data []byte) (family.M
 	return c.requestOn(ctx, conn, typ, data)
 }
 
-func (c *nsConn) requestOn(ctx context.Context, conn Conn, typ uint16, data []byte) (family.Message, error) {
+func (c *nsConn) requestOn(ctx context.Context, conn *family.Conn, typ uint16, data []byte) (family.Message, error) {
 	seq := c.nextSeq()
 	ch := make(chan reply, 1)
 
@@ -374,7 +374,7 @@ func (c *nsConn) requestOn(ctx context.Context, conn Conn, typ uint16, data []by
 	c.pending[seq] = ch
 	c.mu.Unlock()
 
-	if err := conn.Send(seq, typ, data); err != nil {
+	if err := conn.SendSeq(seq, typ, data); err != nil {
 		c.forget(seq)
 		return family.Message{}, err
 	}
@@ -393,7 +393,7 @@ func (c *nsConn) forget(seq uint32) {
 	c.mu.Unlock()
 }
 
-func (c *nsConn) stats(ctx context.Context, conn Conn) (*family.Stats, error) {
+func (c *nsConn) stats(ctx context.Context, conn *family.Conn) (*family.Stats, error) {
 	m, err := c.requestOn(ctx, conn, family.MsgStats, family.EncodeStats())
 	if err != nil {
 		return nil, err

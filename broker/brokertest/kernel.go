@@ -1,4 +1,8 @@
-package broker
+// Package brokertest provides a fake nsbroker kernel module for tests of
+// the broker and of what is built on it. Its sockets implement
+// netlink.Socket, so code under test talks to it through the real
+// family.Conn encoders and decoders.
+package brokertest
 
 import (
 	"encoding/binary"
@@ -15,12 +19,12 @@ import (
 	"github.com/nsbroker/nsbroker/nsmgr"
 )
 
-// fakeKernel plays the nsbroker module for broker tests: one state block
+// Kernel plays the nsbroker module for broker tests: one state block
 // per namespace inode, per-group sequence numbers, multicast to the
 // sockets that joined, and knobs to hold replies, drop events and reload.
 // Its sockets are netlink.Socket implementations, so the broker talks to
 // it through the real family.Conn encoders and decoders.
-type fakeKernel struct {
+type Kernel struct {
 	mu       sync.Mutex
 	loaded   bool
 	instance uint64
@@ -47,11 +51,12 @@ type heldReply struct {
 	msg netlink.Message
 }
 
-func newFakeKernel() *fakeKernel {
-	return &fakeKernel{loaded: true, instance: 1, nets: make(map[uint32]*fakeNet), nextPort: 100}
+// NewKernel returns a loaded fake module.
+func NewKernel() *Kernel {
+	return &Kernel{loaded: true, instance: 1, nets: make(map[uint32]*fakeNet), nextPort: 100}
 }
 
-func (k *fakeKernel) net(inum uint32) *fakeNet {
+func (k *Kernel) net(inum uint32) *fakeNet {
 	n, ok := k.nets[inum]
 	if !ok {
 		n = &fakeNet{inum: inum, socks: make(map[*fakeSock]struct{})}
@@ -60,8 +65,8 @@ func (k *fakeKernel) net(inum uint32) *fakeNet {
 	return n
 }
 
-// reload simulates rmmod + insmod: a new instance, sequence numbers from 1.
-func (k *fakeKernel) reload() {
+// Reload simulates rmmod + insmod: a new instance, sequence numbers from 1.
+func (k *Kernel) Reload() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.instance++
@@ -70,41 +75,55 @@ func (k *fakeKernel) reload() {
 	}
 }
 
-func (k *fakeKernel) setLoaded(v bool) {
+// SetLoaded says whether the module counts as loaded: dials fail while
+// it is not.
+func (k *Kernel) SetLoaded(v bool) {
 	k.mu.Lock()
 	k.loaded = v
 	k.mu.Unlock()
 }
 
-func (k *fakeKernel) isLoaded() bool {
+// Loaded reports what SetLoaded set (true at first).
+func (k *Kernel) Loaded() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.loaded
 }
 
-func (k *fakeKernel) openSockets() int {
+// OpenSockets counts the sockets not closed yet.
+func (k *Kernel) OpenSockets() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.open
 }
 
-// config returns a broker config wired to this kernel.
-func (k *fakeKernel) config() *Config {
-	return &Config{
-		Unit:          family.DefaultUnit,
-		RetryInterval: 10 * time.Millisecond,
-		ModuleLoaded:  k.isLoaded,
-		Dial: func(ns *nsmgr.Namespace, unit, readBuffer int) (Conn, error) {
-			s, err := k.dial(ns.Inode())
-			if err != nil {
-				return nil, err
-			}
-			return familyConn{family.NewConn(netlink.NewConn(s, s.port))}, nil
-		},
+// Dial is a broker.DialFunc: a connection to this kernel in ns.
+func (k *Kernel) Dial(ns *nsmgr.Namespace, unit, readBuffer int) (*family.Conn, error) {
+	s, err := k.dial(ns.Inode())
+	if err != nil {
+		return nil, err
 	}
+	return family.NewConn(netlink.NewConn(s, s.port)), nil
 }
 
-func (k *fakeKernel) dial(inum uint32) (*fakeSock, error) {
+// HoldReplies holds the next n replies in namespace inum and then
+// delivers them in reverse order; a large n means they never come.
+func (k *Kernel) HoldReplies(inum uint32, n int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.net(inum).holdReplies = n
+}
+
+// DropEvents makes the next n events of namespace inum overrun every
+// member: they are dropped and the member's next receive fails with
+// ENOBUFS.
+func (k *Kernel) DropEvents(inum uint32, n int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.net(inum).dropEvents = n
+}
+
+func (k *Kernel) dial(inum uint32) (*fakeSock, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.loaded {
@@ -117,14 +136,15 @@ func (k *fakeKernel) dial(inum uint32) (*fakeSock, error) {
 	return s, nil
 }
 
-// publish multicasts as a raw publisher in the namespace would.
-func (k *fakeKernel) publish(inum uint32, group uint32, payload []byte) uint64 {
+// Publish multicasts as a raw publisher in namespace inum would and
+// returns the sequence number.
+func (k *Kernel) Publish(inum uint32, group uint32, payload []byte) uint64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.lockedMulticast(k.net(inum), group, 0, payload)
 }
 
-func (k *fakeKernel) lockedMulticast(n *fakeNet, group, sender uint32, payload []byte) uint64 {
+func (k *Kernel) lockedMulticast(n *fakeNet, group, sender uint32, payload []byte) uint64 {
 	n.seq[group]++
 	ev := &family.Event{Group: group, Seq: n.seq[group], Payload: payload, NetnsInum: n.inum,
 		SenderPortID: sender, Timestamp: time.Now()}
@@ -159,7 +179,7 @@ func mustMarshal(m interface{ MarshalBinary() ([]byte, error) }) []byte {
 
 // fakeSock is one user socket. Its fields are guarded by k.mu.
 type fakeSock struct {
-	k       *fakeKernel
+	k       *Kernel
 	net     *fakeNet
 	port    uint32
 	groups  [family.Groups + 1]bool
