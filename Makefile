@@ -26,7 +26,8 @@ PROTO_FILES := proto/nsbroker/v1/broker.proto
 PROTO_BIN := $(CURDIR)/.build/bin
 
 proto:
-	@command -v protoc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }
+	@command -v protoc >/dev/null && test -f /usr/include/google/protobuf/timestamp.proto || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; }
 	GOBIN=$(PROTO_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(PROTO_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	PATH=$(PROTO_BIN):$$PATH protoc -I proto -I /usr/include \
