@@ -99,12 +99,13 @@ nla_put_failure:
 
 /*
  * nsb_event_new() - build the EVENT a publish multicasts.  The sequence
- * number is not known yet: its attribute is reserved and returned through
- * @seq, to be filled under the group lock.
+ * number and the timestamp are not known yet: their attributes are
+ * reserved and returned through @seq and @ts, to be filled under the group
+ * lock, so that timestamps never go back as sequence numbers go up.
  */
 static struct sk_buff *nsb_event_new(struct net *net, u32 group, u32 portid,
 				     const struct nlattr *payload,
-				     struct nlattr **seq)
+				     struct nlattr **seq, struct nlattr **ts)
 {
 	size_t len = nsb_payload_len(payload);
 	struct sk_buff *skb;
@@ -125,9 +126,10 @@ static struct sk_buff *nsb_event_new(struct net *net, u32 group, u32 portid,
 	    nla_put_u32(skb, NSB_A_GROUP, group) ||
 	    nla_put(skb, NSB_A_PAYLOAD, len, payload ? nla_data(payload) : NULL) ||
 	    nla_put_u32(skb, NSB_A_NETNS_INUM, net->ns.inum) ||
-	    nla_put_u32(skb, NSB_A_SENDER_PORTID, portid) ||
-	    nla_put_u64_64bit(skb, NSB_A_TIMESTAMP, ktime_get_real_ns(),
-			      NSB_A_PAD))
+	    nla_put_u32(skb, NSB_A_SENDER_PORTID, portid))
+		goto nla_put_failure;
+	*ts = nla_reserve_64bit(skb, NSB_A_TIMESTAMP, sizeof(u64), NSB_A_PAD);
+	if (!*ts)
 		goto nla_put_failure;
 	nlmsg_end(skb, nlh);
 	return skb;
@@ -144,15 +146,18 @@ nla_put_failure:
  * Returns the sequence number; @listeners says whether the group had members.
  */
 static u64 nsb_multicast(struct nsb_net *nn, u32 group, struct sk_buff *event,
-			 struct nlattr *seq_attr, bool *listeners)
+			 struct nlattr *seq_attr, struct nlattr *ts_attr,
+			 bool *listeners)
 {
 	struct nsb_group *grp = &nn->groups[group - 1];
-	u64 seq;
+	u64 seq, now;
 	int err;
 
 	mutex_lock(&grp->lock);
 	seq = ++grp->seq;
+	now = ktime_get_real_ns();
 	memcpy(nla_data(seq_attr), &seq, sizeof(seq));
+	memcpy(nla_data(ts_attr), &now, sizeof(now));
 	err = nlmsg_multicast(nn->sk, event, 0, group, GFP_KERNEL);
 	mutex_unlock(&grp->lock);
 
@@ -187,7 +192,7 @@ static int nsb_publish(struct sk_buff *skb, const struct nlmsghdr *nlh,
 	struct nsb_net *nn = nsb_pernet(net);
 	u32 portid = NETLINK_CB(skb).portid;
 	struct sk_buff *event, *reply;
-	struct nlattr *seq_attr;
+	struct nlattr *seq_attr, *ts_attr;
 	struct nlmsghdr *rnlh;
 	bool listeners;
 	u32 group;
@@ -205,13 +210,14 @@ static int nsb_publish(struct sk_buff *skb, const struct nlmsghdr *nlh,
 			  GFP_KERNEL);
 	if (!reply)
 		return -ENOMEM;
-	event = nsb_event_new(net, group, portid, tb[NSB_A_PAYLOAD], &seq_attr);
+	event = nsb_event_new(net, group, portid, tb[NSB_A_PAYLOAD], &seq_attr,
+			      &ts_attr);
 	if (!event) {
 		nlmsg_free(reply);
 		return -ENOMEM;
 	}
 
-	seq = nsb_multicast(nn, group, event, seq_attr, &listeners);
+	seq = nsb_multicast(nn, group, event, seq_attr, ts_attr, &listeners);
 
 	rnlh = nsb_nlmsg_put(reply, portid, nlh->nlmsg_seq, NSB_MSG_PUBLISH);
 	if (!rnlh ||
