@@ -211,7 +211,7 @@ func (c *nsConn) close(why error) {
 	c.closed = why
 	conn, dialing := c.conn, c.dialing
 	c.conn, c.dialing = nil, nil
-	c.lockedFailPending(fmt.Errorf("%w: %v", ErrDetached, why))
+	c.lockedFailPending(fmt.Errorf("%w: %w", ErrDetached, why))
 	for s := range c.subs {
 		s.finish(why)
 	}
@@ -365,7 +365,7 @@ func (c *nsConn) requestOn(ctx context.Context, conn *family.Conn, typ uint16, d
 	switch {
 	case c.closed != nil:
 		c.mu.Unlock()
-		return family.Message{}, fmt.Errorf("%w: %v", ErrDetached, c.closed)
+		return family.Message{}, fmt.Errorf("%w: %w", ErrDetached, c.closed)
 	case conn == nil || (c.conn != conn && c.dialing != conn):
 		reason := c.reason
 		c.mu.Unlock()
@@ -410,7 +410,7 @@ func (c *nsConn) subscribe(s *subscriber, groups []uint32) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed != nil {
-		return fmt.Errorf("%w: %v", ErrDetached, c.closed)
+		return fmt.Errorf("%w: %w", ErrDetached, c.closed)
 	}
 	var joined []uint32
 	for _, g := range groups {

@@ -1,0 +1,100 @@
+package server
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+// The rpcs, by method name.
+const (
+	rpcListNamespaces  = "ListNamespaces"
+	rpcGetNamespace    = "GetNamespace"
+	rpcAttachNamespace = "AttachNamespace"
+	rpcDetachNamespace = "DetachNamespace"
+	rpcWatchNamespaces = "WatchNamespaces"
+	rpcEcho            = "Echo"
+	rpcPublish         = "Publish"
+	rpcPublishStream   = "PublishStream"
+	rpcSubscribe       = "Subscribe"
+	rpcStats           = "Stats"
+)
+
+// everyone may call an rpc, each on the namespaces it may reach.
+var (
+	everyone  = []Role{RoleAdmin, RoleTenant}
+	adminOnly = []Role{RoleAdmin}
+)
+
+// access says which roles may call each rpc. Every handler asks
+// Server.authorize, which refuses an rpc missing here.
+var access = map[string][]Role{
+	rpcListNamespaces:  everyone,
+	rpcGetNamespace:    everyone,
+	rpcAttachNamespace: adminOnly,
+	rpcDetachNamespace: adminOnly,
+	rpcWatchNamespaces: everyone,
+	rpcEcho:            everyone,
+	rpcPublish:         everyone,
+	rpcPublishStream:   everyone,
+	rpcSubscribe:       everyone,
+	rpcStats:           everyone,
+}
+
+// authorize returns the caller's Identity if its role may call rpc.
+func (s *Server) authorize(ctx context.Context, rpc string) (Identity, error) {
+	id, ok := IdentityFromContext(ctx)
+	if !ok {
+		return Identity{}, status.Error(codes.Unauthenticated, "the connection has no nsbroker identity")
+	}
+	for _, r := range access[rpc] {
+		if r == id.Role {
+			return id, nil
+		}
+	}
+	return Identity{}, status.Errorf(codes.PermissionDenied, "%s is not permitted for %s", rpc, id.Role)
+}
+
+// authorizeNamespace authorizes rpc and resolves the namespace it names.
+func (s *Server) authorizeNamespace(ctx context.Context, rpc, name string) (Identity, string, error) {
+	id, err := s.authorize(ctx, rpc)
+	if err != nil {
+		return Identity{}, "", err
+	}
+	name, err = s.resolve(id, name)
+	return id, name, err
+}
+
+// resolve returns the attach name a request's namespace field means for
+// id: the tenant's only namespace when empty. A namespace id may not reach
+// gets the same NotFound as one that is not attached.
+func (s *Server) resolve(id Identity, name string) (string, error) {
+	if name == "" {
+		if id.Role != RoleTenant || len(id.Namespaces) != 1 {
+			return "", status.Error(codes.InvalidArgument, "namespace is required")
+		}
+		name = id.Namespaces[0]
+	}
+	if !id.may(name) {
+		return "", notFound(name)
+	}
+	if id.netns != (nsmgr.ID{}) {
+		in, err := s.b.Get(name)
+		if err != nil {
+			return "", ToStatus(err)
+		}
+		if in.ID != id.netns {
+			return "", notFound(name)
+		}
+	}
+	return name, nil
+}
+
+// visible reports whether id may see the attached namespace in.
+func visible(id Identity, in broker.Info) bool {
+	return id.may(in.Name) && (id.netns == (nsmgr.ID{}) || id.netns == in.ID)
+}

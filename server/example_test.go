@@ -1,0 +1,70 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/nsmgr"
+	"github.com/nsbroker/nsbroker/server"
+)
+
+// tenants maps a client certificate's common name to a tenant.
+type tenants map[string][]string
+
+func (m tenants) Lookup(cert *x509.Certificate) (string, []string, bool) {
+	ns, ok := m[cert.Subject.CommonName]
+	return cert.Subject.CommonName, ns, ok
+}
+
+// One gRPC server for the admin socket, a namespace's local socket and
+// TCP with mutual TLS.
+func Example() {
+	b := broker.New(nil)
+	defer b.Close()
+	ns, err := nsmgr.Open(nsmgr.Ref{Name: "red"})
+	if err != nil {
+		return
+	}
+	defer ns.Close()
+	if _, err := b.Attach(context.Background(), "red", ns.Ref()); err != nil {
+		return
+	}
+
+	var tlsConfig *tls.Config // server certificate and ClientCAs
+	acme := tenants{"acme": {"red"}}
+	g := grpc.NewServer(grpc.Creds(server.Credentials(tlsConfig, func() server.TenantMap { return acme })))
+	server.New(b, &server.Config{PublishRate: 100}).Register(g)
+
+	admin, err := net.Listen("unix", "/run/nsbroker/nsbroker.sock")
+	if err != nil {
+		return
+	}
+	const adminGID = 990
+	go g.Serve(server.AdminListener(admin, func(cred *unix.Ucred) error {
+		if cred.Uid != 0 && cred.Gid != adminGID {
+			return fmt.Errorf("uid %d gid %d is not an administrator", cred.Uid, cred.Gid)
+		}
+		return nil
+	}))
+
+	// The local socket belongs to the namespace of the thread that opens it.
+	var local net.Listener
+	ns.Do(func() error {
+		local, err = net.Listen("unix", "@nsbroker")
+		return err
+	})
+	go g.Serve(server.TenantListener(local, "red"))
+
+	tcp, err := net.Listen("tcp", ":7443")
+	if err != nil {
+		return
+	}
+	g.Serve(tcp)
+}

@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"slices"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+// Role is what a caller may do.
+type Role int
+
+const (
+	// RoleAdmin may call every rpc on every namespace.
+	RoleAdmin Role = iota + 1
+	// RoleTenant may reach only its own namespaces, and may not attach or
+	// detach.
+	RoleTenant
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleAdmin:
+		return "admin"
+	case RoleTenant:
+		return "tenant"
+	}
+	return "none"
+}
+
+// Identity is who is at the other end of a connection.
+type Identity struct {
+	Role Role
+	// Tenant is the tenant's name, "" for admin. The tenant of a
+	// namespace-local socket is named after its namespace.
+	Tenant string
+	// Namespaces are the attach names a tenant may reach.
+	Namespaces []string
+	// Peer describes the connection, for logs.
+	Peer string
+
+	// netns is the network namespace a namespace-local tenant's
+	// connection lives in. The tenant reaches its namespace only while the
+	// name is still attached to that very namespace, so a name detached
+	// and attached again to another namespace is out of its reach. Zero
+	// for other identities.
+	netns nsmgr.ID
+}
+
+// may reports whether the identity may reach the namespace attached under
+// name. It does not look at what the name is attached to; see Server.resolve.
+func (id Identity) may(name string) bool {
+	return id.Role == RoleAdmin || slices.Contains(id.Namespaces, name)
+}
+
+// AuthInfo carries a connection's Identity through gRPC; handlers read it
+// back with IdentityFromContext.
+type AuthInfo struct {
+	credentials.CommonAuthInfo
+	Identity Identity
+}
+
+// AuthType implements credentials.AuthInfo.
+func (AuthInfo) AuthType() string { return authType }
+
+const authType = "nsbroker"
+
+// IdentityFromContext returns the Identity of the connection an rpc
+// arrived on, if that connection was set up by Credentials.
+func IdentityFromContext(ctx context.Context) (Identity, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return Identity{}, false
+	}
+	switch ai := p.AuthInfo.(type) {
+	case AuthInfo:
+		return ai.Identity, true
+	case *AuthInfo:
+		if ai != nil {
+			return ai.Identity, true
+		}
+	}
+	return Identity{}, false
+}

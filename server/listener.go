@@ -1,0 +1,163 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+// taggedConn is a connection whose Identity its listener established;
+// Credentials hands the Identity to gRPC without a handshake.
+type taggedConn struct {
+	net.Conn
+	id Identity
+}
+
+// adminListener tags the connections of allowed peers as admin.
+type adminListener struct {
+	net.Listener
+	allow func(*unix.Ucred) error
+}
+
+// AdminListener wraps l, a unix socket listener, for the admin socket:
+// each accepted connection's peer credentials (SO_PEERCRED) are passed to
+// allow, and the connection is admin if allow returns nil; otherwise it is
+// closed and Accept goes on to the next one. A nil allow admits uid 0
+// only. allow is the place to log refusals.
+func AdminListener(l net.Listener, allow func(*unix.Ucred) error) net.Listener {
+	if allow == nil {
+		allow = rootOnly
+	}
+	return &adminListener{Listener: l, allow: allow}
+}
+
+func rootOnly(cred *unix.Ucred) error {
+	if cred.Uid != 0 {
+		return fmt.Errorf("uid %d is not root", cred.Uid)
+	}
+	return nil
+}
+
+// Accept returns the next connection whose peer allow admits.
+func (l *adminListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		cred, err := peerCred(c)
+		if err == nil {
+			err = l.allow(cred)
+		}
+		if err != nil {
+			c.Close()
+			continue
+		}
+		peer := fmt.Sprintf("admin pid=%d uid=%d gid=%d", cred.Pid, cred.Uid, cred.Gid)
+		return &taggedConn{Conn: c, id: Identity{Role: RoleAdmin, Peer: peer}}, nil
+	}
+}
+
+// peerCred returns the credentials of a unix socket's peer.
+func peerCred(c net.Conn) (*unix.Ucred, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a unix socket connection", c)
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if credErr != nil {
+		return nil, os.NewSyscallError("getsockopt SO_PEERCRED", credErr)
+	}
+	return cred, nil
+}
+
+// tenantListener tags its connections as the tenant of one namespace.
+type tenantListener struct {
+	net.Listener
+	namespace string
+}
+
+// TenantListener wraps l, a listener opened inside the network namespace
+// attached under the name namespace: its connections belong to that
+// namespace's tenant, who may reach that namespace only, and only while
+// the name stays attached to the namespace the connection lives in. A
+// connection whose namespace cannot be read (SIOCGSKNS, which needs
+// CAP_NET_ADMIN) is closed.
+func TenantListener(l net.Listener, namespace string) net.Listener {
+	return &tenantListener{Listener: l, namespace: namespace}
+}
+
+// Accept returns the next connection, tagged with the tenant's Identity.
+func (l *tenantListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		netns, err := socketNetns(c)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		peer := "tenant " + l.namespace
+		if cred, err := peerCred(c); err == nil {
+			peer += fmt.Sprintf(" pid=%d uid=%d", cred.Pid, cred.Uid)
+		} else if addr := c.RemoteAddr(); addr != nil && addr.String() != "" {
+			peer += " " + addr.String()
+		}
+		id := Identity{Role: RoleTenant, Tenant: l.namespace, Namespaces: []string{l.namespace}, Peer: peer, netns: netns}
+		return &taggedConn{Conn: c, id: id}, nil
+	}
+}
+
+// socketNetns returns the network namespace of a connection's socket
+// (SIOCGSKNS). An accepted unix socket lives in the namespace of the
+// process that connected, which for an abstract socket is the listener's.
+func socketNetns(c net.Conn) (nsmgr.ID, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nsmgr.ID{}, fmt.Errorf("%T has no socket", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nsmgr.ID{}, err
+	}
+	var id nsmgr.ID
+	var opErr error
+	if err := rc.Control(func(fd uintptr) {
+		nsfd, err := unix.IoctlRetInt(int(fd), unix.SIOCGSKNS)
+		if err != nil {
+			opErr = os.NewSyscallError("ioctl SIOCGSKNS", err)
+			return
+		}
+		defer unix.Close(nsfd)
+		var st unix.Stat_t
+		if err := unix.Fstat(nsfd, &st); err != nil {
+			opErr = os.NewSyscallError("fstat", err)
+			return
+		}
+		id = nsmgr.ID{Dev: st.Dev, Ino: st.Ino}
+	}); err != nil {
+		return nsmgr.ID{}, err
+	}
+	if opErr == nil && id == (nsmgr.ID{}) {
+		opErr = errors.New("socket namespace has no identity")
+	}
+	return id, opErr
+}

@@ -1,0 +1,110 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/nsmgr"
+	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
+)
+
+// ListNamespaces lists the attached namespaces the caller may reach.
+func (s *Server) ListNamespaces(ctx context.Context, _ *nsbrokerv1.ListNamespacesRequest) (*nsbrokerv1.ListNamespacesResponse, error) {
+	id, err := s.authorize(ctx, rpcListNamespaces)
+	if err != nil {
+		return nil, err
+	}
+	resp := &nsbrokerv1.ListNamespacesResponse{}
+	for _, in := range s.b.List() {
+		if visible(id, in) {
+			resp.Namespaces = append(resp.Namespaces, namespaceToProto(in))
+		}
+	}
+	return resp, nil
+}
+
+// GetNamespace describes one attached namespace.
+func (s *Server) GetNamespace(ctx context.Context, req *nsbrokerv1.GetNamespaceRequest) (*nsbrokerv1.Namespace, error) {
+	_, name, err := s.authorizeNamespace(ctx, rpcGetNamespace, req.GetNamespace())
+	if err != nil {
+		return nil, err
+	}
+	in, err := s.b.Get(name)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return namespaceToProto(in), nil
+}
+
+// AttachNamespace attaches a namespace (admin only).
+func (s *Server) AttachNamespace(ctx context.Context, req *nsbrokerv1.AttachNamespaceRequest) (*nsbrokerv1.Namespace, error) {
+	if _, err := s.authorize(ctx, rpcAttachNamespace); err != nil {
+		return nil, err
+	}
+	ref := refFromProto(req.GetRef())
+	if err := ref.Validate(); err != nil {
+		return nil, ToStatus(err)
+	}
+	in, err := s.b.Attach(ctx, req.GetName(), ref)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return namespaceToProto(in), nil
+}
+
+// DetachNamespace detaches a namespace (admin only).
+func (s *Server) DetachNamespace(ctx context.Context, req *nsbrokerv1.DetachNamespaceRequest) (*nsbrokerv1.DetachNamespaceResponse, error) {
+	_, name, err := s.authorizeNamespace(ctx, rpcDetachNamespace, req.GetNamespace())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.b.Detach(name); err != nil {
+		return nil, ToStatus(err)
+	}
+	return &nsbrokerv1.DetachNamespaceResponse{}, nil
+}
+
+// WatchNamespaces streams the namespaces the caller may reach and their
+// changes. A namespace-local tenant's watch ends, with ABORTED, once its
+// own namespace is detached or gone.
+func (s *Server) WatchNamespaces(_ *nsbrokerv1.WatchNamespacesRequest, stream grpc.ServerStreamingServer[nsbrokerv1.NamespaceEvent]) error {
+	ctx := stream.Context()
+	id, err := s.authorize(ctx, rpcWatchNamespaces)
+	if err != nil {
+		return err
+	}
+	events, err := s.b.Watch(ctx)
+	if err != nil {
+		return ToStatus(err)
+	}
+	for ev := range events {
+		if !visible(id, ev.Info) {
+			continue
+		}
+		if err := stream.Send(namespaceEventToProto(ev)); err != nil {
+			return err
+		}
+		if id.netns != (nsmgr.ID{}) && (ev.Kind == broker.NamespaceDetached || ev.Kind == broker.NamespaceGone) {
+			return status.Errorf(codes.Aborted, "namespace %q %s", ev.Info.Name, ev.Kind)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return status.FromContextError(err).Err()
+	}
+	return s.watchEnd()
+}
+
+// watchEnd says why a namespace watch ended without being cancelled: the
+// broker closed, or the watcher fell behind.
+func (s *Server) watchEnd() error {
+	if _, err := s.b.Get(""); errors.Is(err, broker.ErrClosed) {
+		return errShuttingDown
+	}
+	return ToStatus(fmt.Errorf("watch: %w", broker.ErrWatchOverflow))
+}

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+
+	"github.com/nsbroker/nsbroker/broker"
+	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
+)
+
+// Echo sends a payload to the module in a namespace.
+func (s *Server) Echo(ctx context.Context, req *nsbrokerv1.EchoRequest) (*nsbrokerv1.EchoResponse, error) {
+	_, name, err := s.authorizeNamespace(ctx, rpcEcho, req.GetNamespace())
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.b.Echo(ctx, name, req.GetPayload())
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &nsbrokerv1.EchoResponse{Payload: r.Payload, NetnsInode: r.NetnsInum, NetnsCookie: r.NetnsCookie}, nil
+}
+
+// Publish multicasts a payload to a group of a namespace.
+func (s *Server) Publish(ctx context.Context, req *nsbrokerv1.PublishRequest) (*nsbrokerv1.PublishResponse, error) {
+	id, name, err := s.authorizeNamespace(ctx, rpcPublish, req.GetNamespace())
+	if err != nil {
+		return nil, err
+	}
+	return s.publish(ctx, id, name, req)
+}
+
+func (s *Server) publish(ctx context.Context, id Identity, name string, req *nsbrokerv1.PublishRequest) (*nsbrokerv1.PublishResponse, error) {
+	if err := s.rates.allow(id); err != nil {
+		return nil, err
+	}
+	r, err := s.b.Publish(ctx, name, req.GetGroup(), req.GetPayload())
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &nsbrokerv1.PublishResponse{Group: r.Group, Seq: r.Seq, Listeners: r.Listeners}, nil
+}
+
+// PublishStream publishes each request in order; the first failure ends
+// the stream.
+func (s *Server) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.PublishRequest, nsbrokerv1.PublishStreamResponse]) error {
+	ctx := stream.Context()
+	id, err := s.authorize(ctx, rpcPublishStream)
+	if err != nil {
+		return err
+	}
+	sum := &nsbrokerv1.PublishStreamResponse{LastSeq: map[uint32]uint64{}}
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(sum)
+		}
+		if err != nil {
+			return err
+		}
+		name, err := s.resolve(id, req.GetNamespace())
+		if err != nil {
+			return err
+		}
+		r, err := s.publish(ctx, id, name, req)
+		if err != nil {
+			return err
+		}
+		sum.Published++
+		sum.LastSeq[r.Group] = r.Seq
+	}
+}
+
+// Stats returns the counters of one namespace, or of every namespace the
+// caller may reach.
+func (s *Server) Stats(ctx context.Context, req *nsbrokerv1.StatsRequest) (*nsbrokerv1.StatsResponse, error) {
+	id, err := s.authorize(ctx, rpcStats)
+	if err != nil {
+		return nil, err
+	}
+	var infos []broker.Info
+	if req.GetNamespace() != "" {
+		name, err := s.resolve(id, req.GetNamespace())
+		if err != nil {
+			return nil, err
+		}
+		in, err := s.b.Get(name)
+		if err != nil {
+			return nil, ToStatus(err)
+		}
+		infos = append(infos, in)
+	} else {
+		for _, in := range s.b.List() {
+			if visible(id, in) {
+				infos = append(infos, in)
+			}
+		}
+	}
+	resp := &nsbrokerv1.StatsResponse{}
+	for _, in := range infos {
+		ns := &nsbrokerv1.NamespaceStats{Namespace: in.Name, Daemon: daemonCountersToProto(in)}
+		st, err := s.b.Stats(ctx, in.Name)
+		switch {
+		case err == nil:
+			ns.Kernel = kernelCountersToProto(st)
+			if id.Role == RoleAdmin {
+				resp.ModuleInstances = st.Instances
+			}
+		case errors.Is(err, broker.ErrUnavailable):
+			// No kernel counters while the module is missing.
+		case req.GetNamespace() == "" && isDetached(err):
+			continue // detached meanwhile: no longer in the list
+		default:
+			return nil, ToStatus(err)
+		}
+		resp.Namespaces = append(resp.Namespaces, ns)
+	}
+	return resp, nil
+}
+
+// isDetached reports whether err says the namespace left while a request
+// for it was made.
+func isDetached(err error) bool {
+	return errors.Is(err, broker.ErrNotFound) || errors.Is(err, broker.ErrDetached) || errors.Is(err, broker.ErrNamespaceGone)
+}

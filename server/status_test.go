@@ -1,0 +1,73 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+func TestToStatus(t *testing.T) {
+	op := func(op string, err error) error { return &broker.Error{Op: op, Namespace: "red", Err: err} }
+	kernel := func(errno unix.Errno, msg string) error {
+		return op("publish", &family.Error{Op: "publish", Errno: errno, Message: msg, Seq: 9})
+	}
+	tests := []struct {
+		name string
+		err  error
+		code codes.Code
+		msg  string // the message, or a part of it after "…"
+	}{
+		{"nil", nil, codes.OK, ""},
+		{"not attached", op("echo", broker.ErrNotFound), codes.NotFound, `namespace "red" not attached`},
+		{"exists", op("attach", broker.ErrExists), codes.AlreadyExists, "…already attached"},
+		{"unavailable", op("echo", fmt.Errorf("%w: module gone", broker.ErrUnavailable)), codes.Unavailable, "…module gone"},
+		{"detached", op("echo", broker.ErrDetached), codes.Aborted, "…namespace detached"},
+		{"gone", op("subscribe", fmt.Errorf("%w: /run/netns/red removed", broker.ErrNamespaceGone)), codes.Aborted, "…red removed"},
+		{"closed", op("echo", broker.ErrClosed), codes.Unavailable, "server shutting down"},
+		{"invalid", op("publish", fmt.Errorf("%w: group 33 outside 1..32", broker.ErrInvalid)), codes.InvalidArgument, "…group 33 outside 1..32"},
+		{"reply lost", op("publish", broker.ErrReplyLost), codes.Aborted, "…may have taken effect"},
+		{"watch overflow", broker.ErrWatchOverflow, codes.Aborted, "…read too slowly"},
+		{"kernel EINVAL", kernel(unix.EINVAL, "group out of range"), codes.InvalidArgument, "publish red: invalid argument: group out of range"},
+		{"kernel ERANGE", kernel(unix.ERANGE, "payload too long"), codes.InvalidArgument, "…payload too long"},
+		{"kernel EOPNOTSUPP", kernel(unix.EOPNOTSUPP, "unknown message type"), codes.InvalidArgument, "…unknown message type"},
+		{"kernel EPROTONOSUPPORT", kernel(unix.EPROTONOSUPPORT, "bad version"), codes.InvalidArgument, "…bad version"},
+		{"kernel EPERM", kernel(unix.EPERM, "CAP_NET_ADMIN needed"), codes.PermissionDenied, "…CAP_NET_ADMIN needed"},
+		{"kernel ENOMEM", kernel(unix.ENOMEM, ""), codes.ResourceExhausted, "publish red: cannot allocate memory"},
+		{"kernel other", kernel(unix.EIO, "odd"), codes.Unknown, "…odd"},
+		{"canceled", op("echo", context.Canceled), codes.Canceled, "…"},
+		{"deadline", op("echo", context.DeadlineExceeded), codes.DeadlineExceeded, "…"},
+		{"bad ref", &nsmgr.Error{Op: "open", Err: nsmgr.ErrInvalidRef}, codes.InvalidArgument, "…invalid namespace reference"},
+		{"missing netns", op("attach", &nsmgr.Error{Op: "open", Err: fmt.Errorf("%w: %w", nsmgr.ErrNotNetns, fs.ErrNotExist)}), codes.NotFound, "…not a network namespace"},
+		{"not a netns", op("attach", &nsmgr.Error{Op: "open", Err: nsmgr.ErrNotNetns}), codes.InvalidArgument, "…not a network namespace"},
+		{"permission", op("attach", os.ErrPermission), codes.PermissionDenied, "…permission denied"},
+		{"status", status.Error(codes.ResourceExhausted, "as is"), codes.ResourceExhausted, "as is"},
+		{"other", fmt.Errorf("something else"), codes.Unknown, "something else"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ToStatus(tt.err)
+			st := status.Convert(err)
+			if st.Code() != tt.code {
+				t.Fatalf("ToStatus(%v) code: got %v, want %v", tt.err, st.Code(), tt.code)
+			}
+			if part, ok := strings.CutPrefix(tt.msg, "…"); ok {
+				if !strings.Contains(st.Message(), part) {
+					t.Fatalf("ToStatus(%v) message: got %q, want it to contain %q", tt.err, st.Message(), part)
+				}
+			} else if st.Message() != tt.msg {
+				t.Fatalf("ToStatus(%v) message: got %q, want %q", tt.err, st.Message(), tt.msg)
+			}
+		})
+	}
+}
