@@ -210,7 +210,7 @@ func TestKernelOverrunBecomesGap(t *testing.T) {
 	}
 	k.Publish(inums[0], 1, nil) // 1
 	k.Publish(inums[0], 1, nil) // 2
-	k.DropEvents(inums[0], 3) // 3, 4, 5 dropped with ENOBUFS
+	k.DropEvents(inums[0], 3)   // 3, 4, 5 dropped with ENOBUFS
 	for range 5 {
 		k.Publish(inums[0], 1, nil)
 	}
