@@ -149,13 +149,22 @@ func (b *Broker) dialConn(ns *nsmgr.Namespace) (*family.Conn, error) {
 	return b.cfg.Dial(ns, unit, b.cfg.ReadBuffer)
 }
 
+// DefaultName is the name a namespace is attached under when none is
+// given: its name under /run/netns, or "path:P" / "pid:N".
+func DefaultName(ref nsmgr.Ref) string {
+	if ref.Name != "" {
+		return ref.Name
+	}
+	return ref.String()
+}
+
 // Attach opens the namespace ref names and connects to the module inside
-// it under the given name (ref.String() when empty). A namespace whose
+// it under the given name (DefaultName(ref) when empty). A namespace whose
 // module is missing is attached all the same, as unavailable, and
 // connects by itself once the module is there.
 func (b *Broker) Attach(ctx context.Context, name string, ref nsmgr.Ref) (Info, error) {
 	if name == "" {
-		name = ref.String()
+		name = DefaultName(ref)
 	}
 	ns, err := nsmgr.Open(ref)
 	if err != nil {

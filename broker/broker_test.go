@@ -597,3 +597,20 @@ func TestReplyLostInOverrunFailsRequest(t *testing.T) {
 		t.Fatal("a request whose reply was lost hung")
 	}
 }
+
+func TestAttachDefaultNames(t *testing.T) {
+	k := brokertest.NewKernel()
+	b := New(fakeConfig(k))
+	defer b.Close()
+	name, _ := newNamed(t)
+	in, err := b.Attach(context.Background(), "", nsmgr.Ref{Name: name})
+	if err != nil || in.Name != name {
+		t.Fatalf("Attach(name ref, no name) = %q, %v; want %q", in.Name, err, name)
+	}
+	other, _ := newNamed(t)
+	path := nsmgr.NetnsDir + "/" + other
+	in, err = b.Attach(context.Background(), "", nsmgr.Ref{Path: path})
+	if err != nil || in.Name != "path:"+path {
+		t.Fatalf("Attach(path ref, no name) = %q, %v; want %q", in.Name, err, "path:"+path)
+	}
+}
