@@ -8,7 +8,10 @@
 
 # Go packages whose tests run in the guest, in this order. Missing packages
 # and packages without test files are skipped with a note.
-VM_PKGS ?= ./test/netns/kmodtest ./family ./broker
+VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e
+# Commands built static and installed in the guest at /usr/local/bin (on
+# PATH for the tests and VM_CMD). Missing packages are skipped with a note.
+VM_BINS ?= ./cmd/nsbrokerd ./cmd/nsbrokerctl
 # -test.run pattern, and more flags for every test binary.
 VM_RUN ?= ^TestIntegration
 VM_TESTARGS ?=
@@ -38,7 +41,7 @@ QEMU_MEM ?= 1024
 QEMU_SMP ?= 2
 
 VM_SCRIPT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../test/netns/vm/vmtest.sh)
-VM_SETTINGS := VM_PKGS VM_RUN VM_TESTARGS VM_EXTRA VM_CMD VM_TIMEOUT \
+VM_SETTINGS := VM_PKGS VM_BINS VM_RUN VM_TESTARGS VM_EXTRA VM_CMD VM_TIMEOUT \
 	VM_TEST_TIMEOUT VM_VERBOSE VM_KLOG_IGNORE VM_KMOD_DIR VM_KMOD_ARGS \
 	VM_BUILD KERNEL_IMAGE KDIR QEMU_MEM QEMU_SMP
 

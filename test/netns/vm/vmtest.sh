@@ -8,7 +8,8 @@ set -euo pipefail
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$VM_DIR/../../.." && pwd)
 
-: "${VM_PKGS=./test/netns/kmodtest ./family ./broker ./nsmgr}"
+: "${VM_PKGS=./test/netns/kmodtest ./family ./broker ./test/netns/e2e}"
+: "${VM_BINS=./cmd/nsbrokerd ./cmd/nsbrokerctl}"
 : "${VM_RUN=^TestIntegration}"
 : "${VM_TESTARGS=}"
 : "${VM_EXTRA=}"
@@ -79,6 +80,7 @@ main() {
 	resolve_kernel
 	run_stage module build_module
 	run_stage tests build_test_binaries
+	run_stage bins build_guest_programs
 	run_stage initramfs pack_initramfs
 	run_stage boot+run boot_guest
 	report_results

@@ -6,7 +6,7 @@
 # that test/netns/vm/report.awk reads. Then reboots: QEMU runs with
 # -no-reboot, so that ends it (poweroff would halt a kernel without ACPI).
 
-PATH=/sbin:/bin:/usr/sbin:/usr/bin
+PATH=/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
 HOME=/root
 TMPDIR=/tmp
 export PATH HOME TMPDIR

@@ -64,3 +64,28 @@ build_test_binaries() {
 	done <<<"$packages"
 	((${#TEST_NAMES[@]} > 0)) || note "no test binaries to run (VM_PKGS='$VM_PKGS')"
 }
+
+# Build each command VM_BINS names, static, into $VM_BUILD/bin/ (installed
+# in the guest at /usr/local/bin).
+build_guest_programs() {
+	local out=$VM_BUILD/bin pkgs listed pkg dir kind name build_log
+	rm -rf "$out"
+	mkdir -p "$out"
+	read -ra pkgs <<<"$VM_BINS"
+	((${#pkgs[@]} > 0)) || return 0
+	listed=$(go list -e -f '{{.ImportPath}}{{"\t"}}{{.Dir}}{{"\t"}}{{.Name}}' "${pkgs[@]}") ||
+		die "go list failed for VM_BINS='$VM_BINS'"
+	while IFS=$'\t' read -r pkg dir kind; do
+		[[ -n $pkg ]] || continue
+		if [[ -z $dir || ! -d $dir ]]; then
+			note "$pkg does not exist, not installed in the guest"
+			continue
+		fi
+		[[ $kind == main ]] || die "VM_BINS: $pkg is package $kind, not a command"
+		name=${pkg##*/}
+		build_log=$VM_BUILD/logs/$name.bin.log
+		log "[bins] $pkg -> /usr/local/bin/$name"
+		CGO_ENABLED=0 go build -o "$out/$name" "$pkg" >"$build_log" 2>&1 ||
+			{ show_log_tail "$build_log" 60; die "building $pkg failed"; }
+	done <<<"$listed"
+}

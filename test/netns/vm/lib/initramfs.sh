@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # The guest's root file system: busybox, iproute2's ip, the modules, the test
-# binaries, the extra directory and the settings the guest init reads.
+# binaries, the VM_BINS commands, the extra directory and the settings the
+# guest init reads.
 
 # Copy a dynamically linked host program and the shared libraries ldd finds
 # for it to the same paths under the root.
@@ -78,6 +79,9 @@ pack_initramfs() {
 	install_busybox "$root"
 	install_modules "$root"
 	cp -a "$VM_BUILD/tests/." "$root/tests/"
+	# The commands VM_BINS built (build_guest_programs), on the guest's PATH.
+	mkdir -p "$root/usr/local/bin"
+	cp -a "$VM_BUILD/bin/." "$root/usr/local/bin/"
 	[[ -z $VM_EXTRA ]] || cp -a "$VM_EXTRA/." "$root/extra/"
 	write_guest_config "$root"
 	install -m 0755 "$VM_DIR/guest/init.sh" "$root/init"

@@ -1,0 +1,228 @@
+package ctl
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/nsbroker/nsbroker/nsmgr"
+	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
+)
+
+func cmdNsList(c *cli, args []string) error {
+	f := c.flags()
+	asJSON := f.cmd.Bool("json", false, "print JSON")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	client, done, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := c.withTimeout(c.ctx)
+	defer cancel()
+	resp, err := client.ListNamespaces(ctx, &nsbrokerv1.ListNamespacesRequest{})
+	if err != nil {
+		return rpcErr(err)
+	}
+	if *asJSON {
+		out := struct {
+			Namespaces []namespaceJSON `json:"namespaces"`
+		}{Namespaces: []namespaceJSON{}}
+		for _, ns := range resp.GetNamespaces() {
+			out.Namespaces = append(out.Namespaces, namespaceOut(ns))
+		}
+		return writeJSON(c.stdout, out)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tINODE\tEPOCH\tSUBSCRIBERS\tREF\tATTACHED")
+	for _, ns := range resp.GetNamespaces() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", ns.GetName(), stateWord(ns.GetState()),
+			ns.GetInode(), ns.GetEpoch(), ns.GetSubscribers(), refString(ns.GetRef()),
+			timeString(ns.GetAttachedAt()))
+	}
+	return tw.Flush()
+}
+
+func cmdNsGet(c *cli, args []string) error {
+	f := c.flags()
+	asJSON := f.cmd.Bool("json", false, "print JSON")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 1 {
+		return usagef("unexpected argument %q", pos[1])
+	}
+	req := &nsbrokerv1.GetNamespaceRequest{}
+	if len(pos) == 1 {
+		req.Namespace = pos[0]
+	}
+	client, done, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := c.withTimeout(c.ctx)
+	defer cancel()
+	ns, err := client.GetNamespace(ctx, req)
+	if err != nil {
+		return rpcErr(err)
+	}
+	return c.printNamespace(ns, *asJSON)
+}
+
+func cmdNsAttach(c *cli, args []string) error {
+	f := c.flags()
+	name := f.cmd.String("name", "", "attach it under this `name` (default: derived from REF)")
+	asJSON := f.cmd.Bool("json", false, "print JSON")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one REF (NAME, name:NAME, path:PATH or pid:PID), got %d arguments", len(pos))
+	}
+	ref, err := protoRef(pos[0])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	client, done, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := c.withTimeout(c.ctx)
+	defer cancel()
+	ns, err := client.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: *name, Ref: ref})
+	if err != nil {
+		return rpcErr(err)
+	}
+	return c.printNamespace(ns, *asJSON)
+}
+
+// protoRef parses REF as the daemon's --attach does. A relative path is
+// made absolute: the daemon does not share the caller's directory.
+func protoRef(s string) (*nsbrokerv1.NamespaceRef, error) {
+	r, err := nsmgr.ParseRef(s)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Name != "":
+		return &nsbrokerv1.NamespaceRef{Kind: &nsbrokerv1.NamespaceRef_Name{Name: r.Name}}, nil
+	case r.Path != "":
+		p, err := filepath.Abs(r.Path)
+		if err != nil {
+			return nil, err
+		}
+		return &nsbrokerv1.NamespaceRef{Kind: &nsbrokerv1.NamespaceRef_Path{Path: p}}, nil
+	case r.PID > math.MaxInt32:
+		return nil, fmt.Errorf("pid %d out of range", r.PID)
+	default:
+		return &nsbrokerv1.NamespaceRef{Kind: &nsbrokerv1.NamespaceRef_Pid{Pid: int32(r.PID)}}, nil
+	}
+}
+
+func cmdNsDetach(c *cli, args []string) error {
+	pos, err := c.flags().parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one NAME, got %d arguments", len(pos))
+	}
+	client, done, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := c.withTimeout(c.ctx)
+	defer cancel()
+	if _, err := client.DetachNamespace(ctx, &nsbrokerv1.DetachNamespaceRequest{Namespace: pos[0]}); err != nil {
+		return rpcErr(err)
+	}
+	return nil
+}
+
+func cmdNsWatch(c *cli, args []string) error {
+	f := c.flags()
+	asJSON := f.cmd.Bool("json", false, "print one JSON object per line")
+	count := f.cmd.Uint64("count", 0, "exit after `K` events (0: run until interrupted)")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	client, done, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	stream, err := client.WatchNamespaces(c.ctx, &nsbrokerv1.WatchNamespacesRequest{})
+	if err != nil {
+		return c.streamErr(err)
+	}
+	for n := uint64(0); *count == 0 || n < *count; n++ {
+		ev, err := stream.Recv()
+		if err != nil {
+			return c.streamErr(err)
+		}
+		if *asJSON {
+			err = writeJSON(c.stdout, namespaceEventJSON{
+				Kind: kindWord(ev.GetKind()), Namespace: namespaceOut(ev.GetNamespace()), Reason: ev.GetReason(),
+			})
+		} else {
+			_, err = fmt.Fprintln(c.stdout, namespaceEventText(ev))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// streamErr is how a stream's end is reported: the server closing it
+// normally or the user interrupting it is success.
+func (c *cli) streamErr(err error) error {
+	if errors.Is(err, io.EOF) || c.ctx.Err() != nil {
+		return nil
+	}
+	return rpcErr(err)
+}
+
+func (c *cli) printNamespace(ns *nsbrokerv1.Namespace, asJSON bool) error {
+	if asJSON {
+		return writeJSON(c.stdout, namespaceOut(ns))
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 8, 1, ' ', 0)
+	rows := []struct{ k, v string }{
+		{"name", ns.GetName()},
+		{"ref", refString(ns.GetRef())},
+		{"state", stateWord(ns.GetState())},
+		{"reason", ns.GetReason()},
+		{"dev", fmt.Sprint(ns.GetDev())},
+		{"inode", fmt.Sprint(ns.GetInode())},
+		{"cookie", fmt.Sprint(ns.GetCookie())},
+		{"attached", timeString(ns.GetAttachedAt())},
+		{"epoch", fmt.Sprint(ns.GetEpoch())},
+		{"subscribers", fmt.Sprint(ns.GetSubscribers())},
+	}
+	for _, r := range rows {
+		if r.v == "" {
+			continue // no reason while ready; no time from an old daemon
+		}
+		fmt.Fprintf(tw, "%s:\t%s\n", r.k, r.v)
+	}
+	return tw.Flush()
+}
