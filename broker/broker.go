@@ -206,8 +206,15 @@ func (b *Broker) Attach(ctx context.Context, name string, ref nsmgr.Ref) (Info, 
 			b.kickRecovery()
 		}
 	}
+	// Announce it only now, so that watchers see ATTACHED before any
+	// other event of the namespace, and exactly once.
 	in := c.info()
-	b.notify(NamespaceAttached, c, nil)
+	b.mu.Lock()
+	if b.byName[c.name] == c {
+		c.announced = true
+		b.lockedNotify(NamespaceAttached, in, nil)
+	}
+	b.mu.Unlock()
 	return in, nil
 }
 
@@ -230,6 +237,7 @@ func (b *Broker) remove(c *nsConn, why error) {
 		return
 	}
 	delete(b.byName, c.name)
+	announced := c.announced
 	b.mu.Unlock()
 	in := c.info()
 	c.close(why)
@@ -237,7 +245,11 @@ func (b *Broker) remove(c *nsConn, why error) {
 	if errors.Is(why, ErrNamespaceGone) {
 		kind = NamespaceGone
 	}
-	b.notifyInfo(kind, in, why)
+	if announced {
+		b.mu.Lock()
+		b.lockedNotify(kind, in, why)
+		b.mu.Unlock()
+	}
 }
 
 func (b *Broker) lookup(name string) (*nsConn, error) {
@@ -425,7 +437,13 @@ func (b *Broker) recover() {
 			}
 		}
 		held := b.held
-		conns := b.lockedConns()
+		// A namespace still being attached is dialed by Attach itself.
+		var conns []*nsConn
+		for _, c := range b.byName {
+			if c.announced {
+				conns = append(conns, c)
+			}
+		}
 		b.mu.Unlock()
 		if held || !loaded {
 			continue

@@ -614,3 +614,47 @@ func TestAttachDefaultNames(t *testing.T) {
 		t.Fatalf("Attach(path ref, no name) = %q, %v; want %q", in.Name, err, "path:"+path)
 	}
 }
+
+func TestWatchReportsAttachOnceAndFirst(t *testing.T) {
+	k := brokertest.NewKernel()
+	k.SetLoaded(false) // the recovery loop will also be dialing
+	b := New(fakeConfig(k))
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch, err := b.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _ := newNamed(t)
+	if _, err := b.Attach(ctx, name, nsmgr.Ref{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	k.SetLoaded(true)
+	var kinds []NamespaceEventKind
+	for len(kinds) < 2 {
+		select {
+		case ev := <-watch:
+			kinds = append(kinds, ev.Kind)
+		case <-time.After(waitLimit):
+			t.Fatalf("events so far %v, want attached then ready", kinds)
+		}
+	}
+	if kinds[0] != NamespaceAttached || kinds[1] != NamespaceReady {
+		t.Fatalf("events %v, want [attached ready]", kinds)
+	}
+	// A second watcher's snapshot has it once, as attached and ready.
+	w2, err := b.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := <-w2
+	if ev.Kind != NamespaceAttached || ev.Info.Name != name || ev.Info.State != StateReady {
+		t.Fatalf("snapshot %v %s %v, want attached %s ready", ev.Kind, ev.Info.Name, ev.Info.State, name)
+	}
+	select {
+	case ev := <-w2:
+		t.Fatalf("unexpected second event %v for %s", ev.Kind, ev.Info.Name)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -42,6 +42,7 @@ type nsConn struct {
 	attached  time.Time
 	seq       atomic.Uint32
 	stopWatch context.CancelFunc // ends the namespace-lifetime watch
+	announced bool               // guarded by Broker.mu: Attach reported it
 	dialMu    sync.Mutex         // serialises dial attempts
 
 	received    atomic.Uint64 // events received from the kernel

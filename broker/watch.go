@@ -95,12 +95,15 @@ func (b *Broker) Watch(ctx context.Context) (<-chan NamespaceEvent, error) {
 		b.mu.Unlock()
 		return nil, opError("watch", "", ErrClosed)
 	}
-	conns := b.lockedConns()
+	// The snapshot is queued under the same lock as every later event, so
+	// it comes first and nothing is reported twice.
+	for _, c := range b.byName {
+		if c.announced {
+			w.push(NamespaceEvent{Kind: NamespaceAttached, Info: c.info()})
+		}
+	}
 	b.watchers[w] = struct{}{}
 	b.mu.Unlock()
-	for _, c := range conns {
-		w.push(NamespaceEvent{Kind: NamespaceAttached, Info: c.info()})
-	}
 	go w.pump(func() {
 		b.mu.Lock()
 		delete(b.watchers, w)
@@ -109,13 +112,17 @@ func (b *Broker) Watch(ctx context.Context) (<-chan NamespaceEvent, error) {
 	return w.out, nil
 }
 
+// notify reports a change of an announced namespace to the watchers.
 func (b *Broker) notify(kind NamespaceEventKind, c *nsConn, err error) {
-	b.notifyInfo(kind, c.info(), err)
-}
-
-func (b *Broker) notifyInfo(kind NamespaceEventKind, in Info, err error) {
+	in := c.info()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if c.announced {
+		b.lockedNotify(kind, in, err)
+	}
+}
+
+func (b *Broker) lockedNotify(kind NamespaceEventKind, in Info, err error) {
 	for w := range b.watchers {
 		w.push(NamespaceEvent{Kind: kind, Info: in, Err: err})
 	}

@@ -1,0 +1,204 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/nsmgr"
+	"github.com/nsbroker/nsbroker/server"
+)
+
+// Config is the daemon's configuration. Every field with a yaml tag is a
+// key of the configuration file and has a command-line flag of the same
+// name with dashes (max_msg_size: --max-msg-size), except tenants, which
+// only the file sets. Defaults returns the defaults; docs/operations.md
+// describes each key.
+type Config struct {
+	// AdminSocket is the filesystem unix socket for administrators; ""
+	// turns it off.
+	AdminSocket string `yaml:"admin_socket"`
+	// AdminGroup is a group (name or number) whose members may use the
+	// admin socket besides root; the socket is then mode 0660 instead of
+	// 0600 and owned by that group.
+	AdminGroup string `yaml:"admin_group"`
+	// LocalSocket is the abstract unix socket ("@name") opened inside each
+	// attached namespace for its tenant; "" turns it off.
+	LocalSocket string `yaml:"local_socket"`
+
+	// TCPListen is the address of the TCP listener for remote tenants
+	// (mutual TLS); "" turns it off.
+	TCPListen string `yaml:"tcp_listen"`
+	// TLSCert and TLSKey are the server's certificate and key (PEM).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TLSClientCA is the PEM bundle client certificates must chain to.
+	TLSClientCA string `yaml:"tls_client_ca"`
+	// Tenants map client certificates to tenants and their namespaces.
+	Tenants []Tenant `yaml:"tenants"`
+
+	// MetricsListen is the address of the HTTP listener serving /metrics;
+	// "" turns it off.
+	MetricsListen string `yaml:"metrics_listen"`
+
+	// Attach lists namespaces to attach at start-up: NAME, name:NAME,
+	// path:PATH or pid:PID.
+	Attach []string `yaml:"attach"`
+	// Discover attaches every namespace in DiscoverDirs and follows them.
+	Discover bool `yaml:"discover"`
+	// DiscoverDirs are the directories Discover watches.
+	DiscoverDirs []string `yaml:"discover_dir"`
+
+	// LogLevel is debug, info, warn or error; LogFormat is text or json.
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
+	// ShutdownTimeout bounds the graceful stop; after it open rpcs are cut.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// MaxMsgSize is the largest request message accepted, in bytes.
+	MaxMsgSize int `yaml:"max_msg_size"`
+	// MaxConcurrentStreams bounds the concurrent rpcs of one connection.
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// MaxSubscribersPerTenant and MaxSubscribers bound the Subscribe
+	// streams of one tenant and of the whole daemon.
+	MaxSubscribersPerTenant int `yaml:"max_subscribers_per_tenant"`
+	MaxSubscribers          int `yaml:"max_subscribers"`
+	// PublishRate is each tenant's publishes per second (0: unlimited),
+	// with bursts of up to PublishBurst (0: the rate rounded up, at
+	// least 1). The admin is not limited.
+	PublishRate  float64 `yaml:"publish_rate"`
+	PublishBurst int     `yaml:"publish_burst"`
+
+	// KeepaliveMinTime is the shortest client keepalive interval
+	// tolerated; clients pinging more often are disconnected.
+	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
+	// KeepalivePermitWithoutStream allows client pings on connections
+	// without an open rpc.
+	KeepalivePermitWithoutStream bool `yaml:"keepalive_permit_without_stream"`
+	// KeepaliveTime is how long a connection may be idle before the
+	// server pings it; KeepaliveTimeout how long it waits for the answer
+	// before closing the connection.
+	KeepaliveTime    time.Duration `yaml:"keepalive_time"`
+	KeepaliveTimeout time.Duration `yaml:"keepalive_timeout"`
+
+	// Unit is the module's netlink unit; 0 reads it from sysfs.
+	Unit int `yaml:"unit"`
+	// QueueLen and QueueBytes bound each subscriber's queue in events
+	// and in payload bytes.
+	QueueLen   int `yaml:"queue_len"`
+	QueueBytes int `yaml:"queue_bytes"`
+	// ReadBuffer is the receive buffer of each namespace's netlink socket.
+	ReadBuffer int `yaml:"read_buffer"`
+	// RetryInterval is how often unavailable namespaces are re-dialed.
+	RetryInterval time.Duration `yaml:"retry_interval"`
+
+	// ConfigFile is the file the configuration was read from (the
+	// --config flag); SIGHUP re-reads its tenants. Not a file key.
+	ConfigFile string `yaml:"-"`
+	// BrokerConfig, when set, replaces the broker configuration built
+	// from Unit, QueueLen, QueueBytes, ReadBuffer and RetryInterval. It is
+	// for tests, which inject a fake kernel (broker/brokertest).
+	BrokerConfig *broker.Config `yaml:"-"`
+	// Logger, when set, is used instead of a logger on stderr built from
+	// LogLevel and LogFormat. For embedding and tests.
+	Logger *slog.Logger `yaml:"-"`
+	// Ready, when set, is called once every listener is serving, with
+	// their addresses. For embedding and tests.
+	Ready func(Addrs) `yaml:"-"`
+
+	// hangups delivers SIGHUP; Main sets it so that the handler exists
+	// from the first instant. Run installs its own when nil.
+	hangups <-chan os.Signal
+}
+
+// Tenant maps a client certificate to a tenant of the TCP listener.
+type Tenant struct {
+	// Name names the tenant in logs.
+	Name string `yaml:"name"`
+	// CommonName is the subject common name of the tenant's client
+	// certificate (default: Name).
+	CommonName string `yaml:"common_name"`
+	// Namespaces are the attach names the tenant may reach.
+	Namespaces []string `yaml:"namespaces"`
+}
+
+// Addrs are the addresses the daemon listens on; nil when off.
+type Addrs struct {
+	Admin   net.Addr
+	TCP     net.Addr
+	Metrics net.Addr
+}
+
+// Defaults returns the default configuration.
+func Defaults() *Config {
+	return &Config{
+		AdminSocket:             "/run/nsbroker/nsbroker.sock",
+		LocalSocket:             "@nsbroker",
+		DiscoverDirs:            []string{nsmgr.NetnsDir},
+		LogLevel:                "info",
+		LogFormat:               "text",
+		ShutdownTimeout:         10 * time.Second,
+		MaxMsgSize:              1 << 20,
+		MaxConcurrentStreams:    1024,
+		MaxSubscribersPerTenant: server.DefaultMaxSubscribersPerTenant,
+		MaxSubscribers:          server.DefaultMaxSubscribers,
+		KeepaliveMinTime:        10 * time.Second,
+		KeepaliveTime:           2 * time.Minute,
+		KeepaliveTimeout:        20 * time.Second,
+		QueueLen:                1024,
+		QueueBytes:              4 << 20,
+		ReadBuffer:              4 << 20,
+		RetryInterval:           250 * time.Millisecond,
+	}
+}
+
+// loadFile decodes the YAML file at path over cfg. Unknown keys, values
+// of the wrong type and more than one document are errors.
+func loadFile(path string, cfg *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := decodeYAML(data, cfg); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func decodeYAML(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file changes nothing
+		}
+		return err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return errors.New("more than one YAML document")
+	}
+	return nil
+}
+
+// brokerConfig is the broker's configuration.
+func (c *Config) brokerConfig() *broker.Config {
+	if c.BrokerConfig != nil {
+		return c.BrokerConfig
+	}
+	return &broker.Config{
+		Unit:          c.Unit,
+		QueueLen:      c.QueueLen,
+		QueueBytes:    c.QueueBytes,
+		ReadBuffer:    c.ReadBuffer,
+		RetryInterval: c.RetryInterval,
+	}
+}

@@ -1,0 +1,156 @@
+package daemon
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Flags that have no configuration key.
+const (
+	flagConfig        = "config"
+	flagNoLocalSocket = "no-local-socket"
+	flagPrintConfig   = "print-config"
+)
+
+// options are the flags that are not configuration.
+type options struct {
+	configFile    string
+	noLocalSocket bool
+	printConfig   bool
+}
+
+// newFlagSet binds the flags to cfg and opts; cfg's values are the
+// defaults the usage message shows.
+func newFlagSet(cfg *Config, opts *options, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("nsbrokerd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: nsbrokerd [flags]\n\n"+
+			"Serves the nsbroker gRPC API for the attached network namespaces.\n"+
+			"Settings come from the defaults, then the --config file, then flags.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+
+	fs.StringVar(&opts.configFile, flagConfig, "", "read settings from this YAML `file` (flags override it)")
+	fs.BoolVar(&opts.noLocalSocket, flagNoLocalSocket, false, "open no namespace-local sockets (same as --local-socket '')")
+	fs.BoolVar(&opts.printConfig, flagPrintConfig, false, "print the effective configuration as YAML and exit")
+
+	fs.StringVar(&cfg.AdminSocket, "admin-socket", cfg.AdminSocket, "admin unix socket `path` ('' turns it off)")
+	fs.StringVar(&cfg.AdminGroup, "admin-group", cfg.AdminGroup, "`group` (name or gid) allowed on the admin socket besides root")
+	fs.StringVar(&cfg.LocalSocket, "local-socket", cfg.LocalSocket, "abstract socket `@name` opened in each attached namespace ('' turns it off)")
+	fs.StringVar(&cfg.TCPListen, "tcp-listen", cfg.TCPListen, "TCP `address` for remote tenants, with mutual TLS")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "server certificate `file` (PEM)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "server private key `file` (PEM)")
+	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", cfg.TLSClientCA, "CA bundle `file` (PEM) client certificates must chain to")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "HTTP `address` serving Prometheus /metrics")
+	fs.Var(&listFlag{list: &cfg.Attach}, "attach", "attach the namespace `ref` (NAME, name:NAME, path:PATH or pid:PID) at start-up (repeatable)")
+	fs.BoolVar(&cfg.Discover, "discover", cfg.Discover, "attach every namespace in the discover directories and follow them")
+	fs.Var(&listFlag{list: &cfg.DiscoverDirs}, "discover-dir", "`directory` watched by --discover (repeatable)")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log `level`: debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long the graceful stop may take (`duration`); open rpcs are cut after it")
+	fs.IntVar(&cfg.MaxMsgSize, "max-msg-size", cfg.MaxMsgSize, "largest request message accepted, in `bytes`")
+	fs.Var((*uint32Flag)(&cfg.MaxConcurrentStreams), "max-concurrent-streams", "at most `n` concurrent rpcs per connection")
+	fs.IntVar(&cfg.MaxSubscribersPerTenant, "max-subscribers-per-tenant", cfg.MaxSubscribersPerTenant, "at most `n` Subscribe streams per tenant (the admin has no such bound)")
+	fs.IntVar(&cfg.MaxSubscribers, "max-subscribers", cfg.MaxSubscribers, "at most `n` Subscribe streams in all")
+	fs.Float64Var(&cfg.PublishRate, "publish-rate", cfg.PublishRate, "each tenant's publishes per second, a `rate` (0: unlimited; the admin is not limited)")
+	fs.IntVar(&cfg.PublishBurst, "publish-burst", cfg.PublishBurst, "`n` publishes a tenant may make at once (0: --publish-rate rounded up, at least 1)")
+	fs.DurationVar(&cfg.KeepaliveMinTime, "keepalive-min-time", cfg.KeepaliveMinTime, "disconnect clients pinging more often than this `duration`")
+	fs.BoolVar(&cfg.KeepalivePermitWithoutStream, "keepalive-permit-without-stream", cfg.KeepalivePermitWithoutStream, "allow client keepalive pings without an open rpc")
+	fs.DurationVar(&cfg.KeepaliveTime, "keepalive-time", cfg.KeepaliveTime, "ping a connection idle for this `duration`")
+	fs.DurationVar(&cfg.KeepaliveTimeout, "keepalive-timeout", cfg.KeepaliveTimeout, "close a connection whose ping is unanswered after this `duration`")
+	fs.IntVar(&cfg.Unit, "unit", cfg.Unit, "the module's netlink `unit` (0: read it from sysfs)")
+	fs.IntVar(&cfg.QueueLen, "queue-len", cfg.QueueLen, "at most `n` events queued per subscriber; more are lost (with a gap)")
+	fs.IntVar(&cfg.QueueBytes, "queue-bytes", cfg.QueueBytes, "at most this many payload `bytes` queued per subscriber; more are lost (with a gap)")
+	fs.IntVar(&cfg.ReadBuffer, "read-buffer", cfg.ReadBuffer, "receive buffer of each namespace's netlink socket, in `bytes`")
+	fs.DurationVar(&cfg.RetryInterval, "retry-interval", cfg.RetryInterval, "how often unavailable namespaces are re-dialed")
+	return fs
+}
+
+// listFlag is a repeatable flag. The first use on the command line
+// replaces the list (from the defaults or the file); later uses append.
+type listFlag struct {
+	list *[]string
+	set  bool
+}
+
+func (f *listFlag) String() string {
+	if f == nil || f.list == nil {
+		return ""
+	}
+	return strings.Join(*f.list, ",")
+}
+
+func (f *listFlag) Set(s string) error {
+	if !f.set {
+		*f.list, f.set = nil, true
+	}
+	if s == "" {
+		return errors.New("empty value")
+	}
+	*f.list = append(*f.list, s)
+	return nil
+}
+
+// uint32Flag is a flag holding a uint32.
+type uint32Flag uint32
+
+func (f *uint32Flag) String() string {
+	if f == nil {
+		return "0"
+	}
+	return strconv.FormatUint(uint64(*f), 10)
+}
+
+func (f *uint32Flag) Set(s string) error {
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return errors.New("not a number from 0 to 4294967295")
+	}
+	*f = uint32Flag(v)
+	return nil
+}
+
+// parseArgs builds the configuration: the defaults, then the file named
+// by --config, then the flags given. Errors are usage errors; flag.ErrHelp
+// means help was asked for and printed.
+func parseArgs(args []string, stderr io.Writer) (*Config, options, error) {
+	// The first pass finds --config and rejects bad flags; the second
+	// applies the flags over the file.
+	var opts options
+	first := newFlagSet(Defaults(), &opts, stderr)
+	if err := first.Parse(args); err != nil {
+		return nil, opts, err
+	}
+	if first.NArg() > 0 {
+		return nil, opts, fmt.Errorf("unexpected argument %q", first.Arg(0))
+	}
+	set := make(map[string]bool)
+	first.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set[flagNoLocalSocket] && set["local-socket"] {
+		return nil, opts, errors.New("--no-local-socket and --local-socket exclude each other")
+	}
+
+	cfg := Defaults()
+	if opts.configFile != "" {
+		if err := loadFile(opts.configFile, cfg); err != nil {
+			return nil, opts, err
+		}
+		cfg.ConfigFile = opts.configFile
+	}
+	second := newFlagSet(cfg, &opts, io.Discard)
+	if err := second.Parse(args); err != nil {
+		return nil, opts, err
+	}
+	if opts.noLocalSocket {
+		cfg.LocalSocket = ""
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, opts, err
+	}
+	return cfg, opts, nil
+}

@@ -1,0 +1,206 @@
+package daemon
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc/codes"
+
+	"github.com/nsbroker/nsbroker/broker"
+	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
+)
+
+// metrics are the daemon's Prometheus metrics, on a registry of their
+// own. Series labelled with a namespace are deleted when it is detached,
+// so that namespaces coming and going do not grow the set without bound.
+type metrics struct {
+	reg *prometheus.Registry
+
+	requests  *prometheus.CounterVec   // rpc, namespace
+	errors    *prometheus.CounterVec   // rpc, namespace, code
+	duration  *prometheus.HistogramVec // rpc, namespace
+	delivered *prometheus.CounterVec   // namespace
+	gaps      *prometheus.CounterVec   // namespace, reason
+	lost      *prometheus.CounterVec   // namespace, reason
+	local     prometheus.Gauge
+	reloads   *prometheus.CounterVec // result
+	// own are the collectors above, and the broker's.
+	own []prometheus.Collector
+
+	// mu orders recording a namespace's series against deleting them:
+	// series are recorded under the read lock, and only for names in
+	// attached; forget deletes under the write lock.
+	mu       sync.RWMutex
+	attached map[string]bool
+}
+
+// Histogram buckets from 50µs (a unary rpc on a unix socket) to 13s.
+var durationBuckets = prometheus.ExponentialBuckets(50e-6, 4, 10)
+
+func newMetrics(b *broker.Broker) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nsbroker_rpc_requests_total",
+			Help: "Rpcs started, by method and namespace.",
+		}, []string{"rpc", "namespace"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nsbroker_rpc_errors_total",
+			Help: "Rpcs that ended with an error, by method, namespace and gRPC status code.",
+		}, []string{"rpc", "namespace", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nsbroker_rpc_duration_seconds",
+			Help:    "How long rpcs took (streams: how long they lasted), by method and namespace.",
+			Buckets: durationBuckets,
+		}, []string{"rpc", "namespace"}),
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nsbroker_events_delivered_total",
+			Help: "Events sent to Subscribe streams, by namespace.",
+		}, []string{"namespace"}),
+		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nsbroker_gaps_total",
+			Help: "Gap markers sent to Subscribe streams, by namespace and loss reason.",
+		}, []string{"namespace", "reason"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nsbroker_events_lost_total",
+			Help: "Events that gap markers told Subscribe streams they lost (where the range was known), by namespace and loss reason.",
+		}, []string{"namespace", "reason"}),
+		local: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nsbroker_local_sockets",
+			Help: "Namespace-local sockets open.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nsbroker_reloads_total",
+			Help: "Reloads of the tenants and the TLS certificate (SIGHUP), by result (ok or error).",
+		}, []string{"result"}),
+		attached: make(map[string]bool),
+	}
+	m.own = []prometheus.Collector{m.requests, m.errors, m.duration, m.delivered, m.gaps, m.lost, m.local, m.reloads,
+		&brokerCollector{b: b}}
+	m.reg.MustRegister(m.own...)
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// track starts labelling series with name.
+func (m *metrics) track(name string) {
+	m.mu.Lock()
+	m.attached[name] = true
+	m.mu.Unlock()
+}
+
+// forget deletes name's series; later ones are labelled "".
+func (m *metrics) forget(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.attached, name)
+	match := prometheus.Labels{"namespace": name}
+	for _, v := range []*prometheus.MetricVec{m.requests.MetricVec, m.errors.MetricVec, m.duration.MetricVec,
+		m.delivered.MetricVec, m.gaps.MetricVec, m.lost.MetricVec} {
+		v.DeletePartialMatch(match)
+	}
+}
+
+// record runs fn with the label for namespace name: name while it is
+// attached, else "" (unknown names must not create series).
+func (m *metrics) record(name string, fn func(label string)) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if !m.attached[name] {
+		name = ""
+	}
+	fn(name)
+}
+
+// started counts an rpc.
+func (m *metrics) started(rpc, ns string) {
+	m.record(ns, func(ns string) { m.requests.WithLabelValues(rpc, ns).Inc() })
+}
+
+// finished records an rpc's outcome.
+func (m *metrics) finished(rpc, ns string, code codes.Code, took time.Duration) {
+	m.record(ns, func(ns string) {
+		m.duration.WithLabelValues(rpc, ns).Observe(took.Seconds())
+		if code != codes.OK {
+			m.errors.WithLabelValues(rpc, ns, code.String()).Inc()
+		}
+	})
+}
+
+// sent accounts for one message sent on a Subscribe stream.
+func (m *metrics) sent(msg *nsbrokerv1.SubscribeResponse, delivered *prometheus.Counter) {
+	switch item := msg.GetItem().(type) {
+	case *nsbrokerv1.SubscribeResponse_Event:
+		if *delivered == nil {
+			m.record(item.Event.GetNamespace(), func(ns string) { *delivered = m.delivered.WithLabelValues(ns) })
+		}
+		(*delivered).Inc()
+	case *nsbrokerv1.SubscribeResponse_Gap:
+		g := item.Gap
+		reason := lossReason(g.GetReason())
+		m.record(g.GetNamespace(), func(ns string) {
+			m.gaps.WithLabelValues(ns, reason).Inc()
+			if g.GetToSeq() >= g.GetFromSeq() && g.GetToSeq() != 0 {
+				m.lost.WithLabelValues(ns, reason).Add(float64(g.GetToSeq() - g.GetFromSeq() + 1))
+			}
+		})
+	}
+}
+
+// lossReason is the label for a loss reason: kernel_overrun, queue_full,
+// released, module_reloaded.
+func lossReason(r nsbrokerv1.LossReason) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "LOSS_REASON_"))
+}
+
+// brokerCollector reports the broker's per-namespace state at each scrape.
+type brokerCollector struct {
+	b *broker.Broker
+}
+
+// brokerMetric is one metric of brokerCollector.
+type brokerMetric struct {
+	desc  *prometheus.Desc
+	typ   prometheus.ValueType
+	value func(broker.Info) float64
+}
+
+var brokerMetrics = []brokerMetric{
+	{prometheus.NewDesc("nsbroker_namespace_ready",
+		"1 if the namespace is connected to the module, 0 if it is unavailable.", []string{"namespace"}, nil),
+		prometheus.GaugeValue, func(in broker.Info) float64 {
+			if in.State == broker.StateReady {
+				return 1
+			}
+			return 0
+		}},
+	{prometheus.NewDesc("nsbroker_subscribers",
+		"Current subscriptions, by namespace.", []string{"namespace"}, nil),
+		prometheus.GaugeValue, func(in broker.Info) float64 { return float64(in.Subscribers) }},
+	{prometheus.NewDesc("nsbroker_netlink_events_received_total",
+		"Events received from the module since the namespace was attached.", []string{"namespace"}, nil),
+		prometheus.CounterValue, func(in broker.Info) float64 { return float64(in.Received) }},
+	{prometheus.NewDesc("nsbroker_netlink_overruns_total",
+		"Receive-buffer overruns (ENOBUFS) of the namespace's netlink socket since it was attached.", []string{"namespace"}, nil),
+		prometheus.CounterValue, func(in broker.Info) float64 { return float64(in.Overruns) }},
+	{prometheus.NewDesc("nsbroker_netlink_overrun_events_lost_total",
+		"Events the kernel dropped in those overruns.", []string{"namespace"}, nil),
+		prometheus.CounterValue, func(in broker.Info) float64 { return float64(in.OverrunLost) }},
+}
+
+func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, bm := range brokerMetrics {
+		ch <- bm.desc
+	}
+}
+
+func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, in := range c.b.List() {
+		for _, bm := range brokerMetrics {
+			ch <- prometheus.MustNewConstMetric(bm.desc, bm.typ, bm.value(in), in.Name)
+		}
+	}
+}

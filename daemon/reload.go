@@ -1,0 +1,55 @@
+package daemon
+
+import (
+	"crypto/tls"
+	"fmt"
+)
+
+// reload re-reads the tenants from the configuration file, and the TLS
+// certificate and key, and applies them together or not at all. When
+// the tenants changed, the TCP connections made before are cut: a
+// connection's rights are fixed at its handshake, and its client
+// reconnects under the new map. Other settings of the file take effect
+// at the next start.
+func (d *daemon) reload() {
+	if err := d.tryReload(); err != nil {
+		d.m.reloads.WithLabelValues("error").Inc()
+		d.log.Error("reload failed; keeping the current tenants", "err", err)
+	}
+}
+
+func (d *daemon) tryReload() error {
+	path := d.cfg.ConfigFile
+	if path == "" {
+		return fmt.Errorf("no configuration file to reload (start with --config)")
+	}
+	fresh := Defaults()
+	if err := loadFile(path, fresh); err != nil {
+		return err
+	}
+	if err := validateTenants(fresh.Tenants); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	var cert *tls.Certificate
+	if d.tls != nil {
+		var err error
+		if cert, err = d.tls.loadCert(); err != nil {
+			return err
+		}
+	}
+
+	table := newTenantTable(fresh.Tenants)
+	changed := !d.tenants.cur.Load().equal(table)
+	d.tenants.cur.Store(table)
+	if cert != nil {
+		d.tls.cert.Store(cert)
+	}
+	cut := 0
+	if changed {
+		cut = d.tcp.cut()
+	}
+	d.m.reloads.WithLabelValues("ok").Inc()
+	d.log.Info("reloaded", "file", path, "tenants", len(fresh.Tenants), "changed", changed,
+		"certificate", cert != nil, "tcp_connections_cut", cut)
+	return nil
+}

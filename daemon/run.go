@@ -1,0 +1,273 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/nsmgr"
+	"github.com/nsbroker/nsbroker/server"
+)
+
+// Run runs the daemon until ctx is cancelled, then stops gracefully: the
+// server-streaming rpcs end with UNAVAILABLE "server shutting down", the
+// others get up to ShutdownTimeout to finish. SIGHUP reloads the tenants
+// from cfg.ConfigFile. A nil cfg means Defaults. Run returns an error if
+// the configuration is invalid, a listener cannot be opened, or serving
+// fails; nil after a clean stop.
+func Run(ctx context.Context, cfg *Config) error {
+	if cfg == nil {
+		cfg = Defaults()
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	hup := cfg.hangups
+	if hup == nil {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGHUP)
+		defer signal.Stop(ch)
+		hup = ch
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = newLogger(cfg, os.Stderr)
+	}
+	d := &daemon{cfg: cfg, log: log}
+	return d.run(ctx, hup)
+}
+
+// daemon is one Run.
+type daemon struct {
+	cfg *Config
+	log *slog.Logger
+
+	b       *broker.Broker
+	m       *metrics
+	health  *healthServer
+	g       *grpc.Server
+	tenants tenants
+	tls     *tlsSetup // nil without TCP
+	tcp     connSet   // the TCP listener's connections
+
+	serving     sync.WaitGroup // the fixed listeners' serve loops
+	serveErr    chan error     // a serve loop that failed
+	metricsHTTP *http.Server   // nil without metrics
+	local       *localSockets  // nil without local sockets
+}
+
+func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
+	cfg := d.cfg
+	d.tenants.cur.Store(newTenantTable(cfg.Tenants))
+	if cfg.TCPListen != "" {
+		if d.tls, err = newTLSSetup(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA); err != nil {
+			return err
+		}
+	}
+	d.b = broker.New(cfg.brokerConfig())
+	defer d.b.Close()
+	d.m = newMetrics(d.b)
+	d.health = newHealthServer()
+	stopping, beginStop := context.WithCancel(context.Background())
+	defer beginStop()
+	d.g = d.newGRPCServer(stopping)
+	defer d.g.Stop() // after a failed start; a no-op after GracefulStop
+
+	lis, err := d.listen()
+	if err != nil {
+		return err
+	}
+	d.serve(lis)
+
+	// Follow the attached namespaces before attaching any.
+	followCtx, stopFollowing := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		d.follower().run(followCtx)
+	}()
+	attachCtx, stopAttaching := context.WithCancel(ctx)
+	defer stopAttaching()
+	attachListed(attachCtx, d.b, d.log, cfg.Attach)
+	var disc *discoverer
+	if cfg.Discover {
+		if disc, err = startDiscovery(attachCtx, d.b, d.log, cfg.DiscoverDirs); err != nil {
+			err = fmt.Errorf("discover: %w", err)
+		}
+	}
+
+	if err == nil {
+		d.log.Info("nsbrokerd serving", append(lis.logAttrs(), "local_socket", cfg.LocalSocket)...)
+		if cfg.Ready != nil {
+			cfg.Ready(lis.addrs())
+		}
+		if nerr := sdNotify("READY=1"); nerr != nil {
+			d.log.Warn("cannot notify the service manager", "err", nerr)
+		}
+		err = d.wait(ctx, hup)
+	}
+
+	// Stop: health says so, nothing new is attached, server streams end,
+	// the rest get a deadline.
+	d.log.Info("nsbrokerd stopping")
+	sdNotify("STOPPING=1")
+	d.health.shutDown()
+	stopAttaching()
+	if disc != nil {
+		disc.stop()
+	}
+	stopFollowing()
+	<-followed
+	beginStop()
+	d.gracefulStop()
+	d.closeRest()
+	if err == nil {
+		d.log.Info("nsbrokerd stopped")
+	}
+	return err
+}
+
+// serve serves the fixed listeners, each on its own goroutine.
+func (d *daemon) serve(lis *listeners) {
+	d.serveErr = make(chan error, 3)
+	serve := func(name string, l net.Listener, fn func(net.Listener) error) {
+		d.serving.Add(1)
+		go func() {
+			defer d.serving.Done()
+			if err := fn(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, http.ErrServerClosed) {
+				d.serveErr <- fmt.Errorf("%s listener: %w", name, err)
+			}
+		}()
+	}
+	if lis.metrics != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(d.m.reg, promhttp.HandlerOpts{Registry: d.m.reg}))
+		d.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		serve("metrics", lis.metrics, d.metricsHTTP.Serve)
+	}
+	if lis.admin != nil {
+		serve("admin", lis.admin, d.g.Serve)
+	}
+	if lis.tcp != nil {
+		serve("tcp", &trackingListener{Listener: lis.tcp, conns: &d.tcp}, d.g.Serve)
+	}
+}
+
+// follower returns the follower of the attached namespaces, with the
+// local sockets when they are on.
+func (d *daemon) follower() *follower {
+	f := &follower{b: d.b, health: d.health, m: d.m, log: d.log, known: make(map[string]nsmgr.ID)}
+	if d.cfg.LocalSocket != "" {
+		d.local = &localSockets{
+			name:  d.cfg.LocalSocket,
+			serve: func(l net.Listener) { d.g.Serve(l) }, // ends when the socket is closed
+			gauge: func(n int) { d.m.local.Set(float64(n)) },
+			open:  make(map[string]*localSocket),
+		}
+		f.local = d.local
+	}
+	return f
+}
+
+// closeRest closes what the gRPC server's stop left open, once the
+// follower has stopped.
+func (d *daemon) closeRest() {
+	if d.local != nil {
+		d.local.closeAll()
+	}
+	if d.metricsHTTP != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		d.metricsHTTP.Shutdown(ctx)
+		cancel()
+	}
+	d.serving.Wait()
+}
+
+// wait serves until ctx is cancelled or a listener fails, reloading the
+// tenants on each SIGHUP.
+func (d *daemon) wait(ctx context.Context, hup <-chan os.Signal) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-d.serveErr:
+			return err
+		case <-hup:
+			sdNotify(reloadingState())
+			d.reload()
+			sdNotify("READY=1")
+		}
+	}
+}
+
+// gracefulStop stops the gRPC server, cutting what is still open after
+// the shutdown timeout.
+func (d *daemon) gracefulStop() {
+	done := make(chan struct{})
+	go func() {
+		d.g.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(d.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		d.log.Warn("shutdown timeout reached; cutting the remaining rpcs", "timeout", d.cfg.ShutdownTimeout)
+		d.g.Stop()
+		<-done
+	}
+}
+
+func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
+	cfg := d.cfg
+	obs := &observer{m: d.m, log: d.log}
+	st := &stopper{stopping: stopping}
+	g := grpc.NewServer(
+		grpc.Creds(server.Credentials(d.tlsConfig(), d.tenants.current)),
+		grpc.ChainUnaryInterceptor(obs.unary),
+		grpc.ChainStreamInterceptor(obs.stream, st.stream),
+		grpc.MaxRecvMsgSize(cfg.MaxMsgSize),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             cfg.KeepaliveMinTime,
+			PermitWithoutStream: cfg.KeepalivePermitWithoutStream,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    cfg.KeepaliveTime,
+			Timeout: cfg.KeepaliveTimeout,
+		}),
+	)
+	server.New(d.b, &server.Config{
+		MaxSubscribersPerTenant: cfg.MaxSubscribersPerTenant,
+		MaxSubscribers:          cfg.MaxSubscribers,
+		PublishRate:             cfg.PublishRate,
+		PublishBurst:            cfg.PublishBurst,
+	}).Register(g)
+	healthpb.RegisterHealthServer(g, d.health)
+	reflection.Register(g)
+	return g
+}
+
+func (d *daemon) tlsConfig() *tls.Config {
+	if d.tls == nil {
+		return nil
+	}
+	return d.tls.config
+}

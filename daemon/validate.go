@@ -1,0 +1,146 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+// Validate reports the first setting that is invalid or inconsistent.
+func (c *Config) Validate() error {
+	if err := c.validateListeners(); err != nil {
+		return err
+	}
+	if err := validateTenants(c.Tenants); err != nil {
+		return err
+	}
+	for _, a := range c.Attach {
+		if _, err := nsmgr.ParseRef(a); err != nil {
+			return fmt.Errorf("attach: %w", err)
+		}
+	}
+	if c.Discover && len(c.DiscoverDirs) == 0 {
+		return errors.New("discover: no discover_dir")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("log_format: %q is neither text nor json", c.LogFormat)
+	}
+	return c.validateLimits()
+}
+
+// unixPathMax is the room for a unix socket name (sun_path, with its NUL).
+const unixPathMax = 108
+
+func (c *Config) validateListeners() error {
+	if c.AdminSocket != "" {
+		if !filepath.IsAbs(c.AdminSocket) {
+			return fmt.Errorf("admin_socket: %q is not an absolute path", c.AdminSocket)
+		}
+		if len(c.AdminSocket) >= unixPathMax {
+			return fmt.Errorf("admin_socket: %q is longer than %d bytes", c.AdminSocket, unixPathMax-1)
+		}
+	} else if c.AdminGroup != "" {
+		return errors.New("admin_group is set but admin_socket is off")
+	}
+	if c.LocalSocket != "" {
+		if len(c.LocalSocket) < 2 || c.LocalSocket[0] != '@' {
+			return fmt.Errorf("local_socket: %q is not an abstract socket name (@name)", c.LocalSocket)
+		}
+		if len(c.LocalSocket) >= unixPathMax {
+			return fmt.Errorf("local_socket: %q is longer than %d bytes", c.LocalSocket, unixPathMax-1)
+		}
+	}
+	tls := c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != ""
+	switch {
+	case c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == ""):
+		return errors.New("tcp_listen needs tls_cert, tls_key and tls_client_ca")
+	case c.TCPListen == "" && tls:
+		return errors.New("tls_cert, tls_key and tls_client_ca need tcp_listen")
+	}
+	return nil
+}
+
+func validateTenants(tenants []Tenant) error {
+	names := make(map[string]bool)
+	cns := make(map[string]string)
+	for i, t := range tenants {
+		if t.Name == "" {
+			return fmt.Errorf("tenants[%d]: no name", i)
+		}
+		if names[t.Name] {
+			return fmt.Errorf("tenants: %q listed twice", t.Name)
+		}
+		names[t.Name] = true
+		cn := t.commonName()
+		if other, ok := cns[cn]; ok {
+			return fmt.Errorf("tenants: %q and %q have the same common_name %q", other, t.Name, cn)
+		}
+		cns[cn] = t.Name
+		if len(t.Namespaces) == 0 {
+			return fmt.Errorf("tenants: %q has no namespaces", t.Name)
+		}
+		for _, ns := range t.Namespaces {
+			if ns == "" {
+				return fmt.Errorf("tenants: %q lists an empty namespace name", t.Name)
+			}
+		}
+	}
+	return nil
+}
+
+func (t Tenant) commonName() string {
+	if t.CommonName != "" {
+		return t.CommonName
+	}
+	return t.Name
+}
+
+func (c *Config) validateLimits() error {
+	positive := []struct {
+		key string
+		v   int64
+	}{
+		{"shutdown_timeout", int64(c.ShutdownTimeout)},
+		{"max_msg_size", int64(c.MaxMsgSize)},
+		{"max_concurrent_streams", int64(c.MaxConcurrentStreams)},
+		{"max_subscribers_per_tenant", int64(c.MaxSubscribersPerTenant)},
+		{"max_subscribers", int64(c.MaxSubscribers)},
+		{"keepalive_min_time", int64(c.KeepaliveMinTime)},
+		{"keepalive_time", int64(c.KeepaliveTime)},
+		{"keepalive_timeout", int64(c.KeepaliveTimeout)},
+		{"queue_len", int64(c.QueueLen)},
+		{"queue_bytes", int64(c.QueueBytes)},
+		{"read_buffer", int64(c.ReadBuffer)},
+		{"retry_interval", int64(c.RetryInterval)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			return fmt.Errorf("%s: must be positive", p.key)
+		}
+	}
+	if c.PublishRate < 0 {
+		return errors.New("publish_rate: must not be negative")
+	}
+	if c.PublishBurst < 0 {
+		return errors.New("publish_burst: must not be negative")
+	}
+	if c.Unit != 0 && (c.Unit < 23 || c.Unit > 31) {
+		return fmt.Errorf("unit: %d is outside 23..31 (0 reads it from sysfs)", c.Unit)
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	switch s {
+	case "debug", "info", "warn", "error":
+		return l, l.UnmarshalText([]byte(s))
+	}
+	return l, fmt.Errorf("log_level: %q is not debug, info, warn or error", s)
+}
