@@ -1,5 +1,6 @@
 # nsbroker: top-level build and test.
 #
+#   make demo      nsbrokerd, three tenants and the isolation check in the VM
 #   make test      everything CI runs: lint, host tests, module checks, VM suites
 #   make vmtest    the in-kernel suites in a QEMU guest (see test/netns/README.md)
 #   make fuzz      every Go fuzz target for FUZZTIME (default 60s) each
@@ -15,6 +16,7 @@ TIMED := mk/timed.sh
 CLOUD_KDIR := $(shell ls -d /lib/modules/*-cloud-amd64/build 2>/dev/null | sort -V | tail -n 1)
 
 include mk/vm.mk
+include mk/demo.mk
 
 .PHONY: all deps build kmod lint gotest kmod-check test fuzz clean proto proto-check
 

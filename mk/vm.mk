@@ -8,7 +8,7 @@
 
 # Go packages whose tests run in the guest, in this order. Missing packages
 # and packages without test files are skipped with a note.
-VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e
+VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./isolation
 # Commands built static and installed in the guest at /usr/local/bin (on
 # PATH for the tests and VM_CMD). Missing packages are skipped with a note.
 VM_BINS ?= ./cmd/nsbrokerd ./cmd/nsbrokerctl

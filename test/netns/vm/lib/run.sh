@@ -38,7 +38,7 @@ boot_guest() {
 	log "[boot+run] qemu-system-x86_64 -smp $QEMU_SMP -m $QEMU_MEM (limit ${VM_TIMEOUT} s)"
 	local statuses
 	set +o errexit
-	timeout --kill-after=10 "$VM_TIMEOUT" "${qemu[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$CONSOLE_LOG"
+	timeout --kill-after=10 "$VM_TIMEOUT" "${qemu[@]}" </dev/null 2>&1 | stdbuf -oL tr -d '\r' | tee "$CONSOLE_LOG"
 	statuses=("${PIPESTATUS[@]}")
 	set -o errexit
 	QEMU_STATUS=${statuses[0]}
