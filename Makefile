@@ -17,6 +17,7 @@ CLOUD_KDIR := $(shell ls -d /lib/modules/*-cloud-amd64/build 2>/dev/null | sort 
 
 include mk/vm.mk
 include mk/demo.mk
+include mk/packaging.mk
 
 .PHONY: all deps build kmod lint gotest kmod-check test fuzz clean proto proto-check
 
@@ -75,6 +76,7 @@ test:
 	@$(TIMED) lint $(MAKE) --no-print-directory lint proto-check
 	@$(TIMED) host-tests $(MAKE) --no-print-directory gotest
 	@$(TIMED) kmod-check $(MAKE) --no-print-directory kmod-check
+	@$(TIMED) packaging-check $(MAKE) --no-print-directory packaging-check
 	@$(TIMED) fuzz-smoke $(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	@$(TIMED) vmtest $(MAKE) --no-print-directory vmtest
 

@@ -47,6 +47,15 @@ func (c *cli) withTimeout(ctx context.Context) (context.Context, context.CancelF
 // tells "cannot connect" (exit 3) apart from an rpc the daemon answered
 // with an error (exit 1). close releases the connection.
 func (c *cli) connect() (client nsbrokerv1.BrokerClient, close func(), err error) {
+	conn, err := c.connectConn()
+	if err != nil {
+		return nil, nil, err
+	}
+	return nsbrokerv1.NewBrokerClient(conn), func() { conn.Close() }, nil
+}
+
+// connectConn is connect for rpcs of other services (grpc.health.v1).
+func (c *cli) connectConn() (*grpc.ClientConn, error) {
 	addr := c.addr()
 	d := &dialer{addr: addr}
 	// Unix sockets only: no transport security, the daemon knows the
@@ -55,7 +64,7 @@ func (c *cli) connect() (client nsbrokerv1.BrokerClient, close func(), err error
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(d.dial))
 	if err != nil {
-		return nil, nil, &connectError{addr, err}
+		return nil, &connectError{addr, err}
 	}
 	ctx, cancel := c.withTimeout(c.ctx)
 	defer cancel()
@@ -64,9 +73,9 @@ func (c *cli) connect() (client nsbrokerv1.BrokerClient, close func(), err error
 		if derr := d.lastErr(); derr != nil {
 			err = derr
 		}
-		return nil, nil, &connectError{addr, err}
+		return nil, &connectError{addr, err}
 	}
-	return nsbrokerv1.NewBrokerClient(conn), func() { conn.Close() }, nil
+	return conn, nil
 }
 
 // waitReady connects conn and waits until it is ready or has failed.

@@ -130,6 +130,7 @@ var commands = []command{
 	{"publish", "[--namespace N] --group G [--json] [PAYLOAD...|-]", "publish payloads; none or -: stdin, one per line", cmdPublish},
 	{"subscribe", "[--namespace N] --group G[,G...] [--json] [--count K]", "print events and gaps as they arrive", cmdSubscribe},
 	{"stats", "[--namespace N] [--json]", "print the module's and the daemon's counters", cmdStats},
+	{"health", "[--service S]", "print the daemon's health; exit 0 only when SERVING (a probe)", cmdHealth},
 }
 
 func (c *cli) main(args []string) error {

@@ -243,6 +243,9 @@ func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
 		grpc.Creds(server.Credentials(d.tlsConfig(), d.tenants.current)),
 		grpc.ChainUnaryInterceptor(obs.unary),
 		grpc.ChainStreamInterceptor(obs.stream, st.stream),
+		// A peer that connects and says nothing must not hold the
+		// connection (or a graceful stop) for gRPC's default 120 s.
+		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.MaxRecvMsgSize(cfg.MaxMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -271,3 +274,7 @@ func (d *daemon) tlsConfig() *tls.Config {
 	}
 	return d.tls.config
 }
+
+// handshakeTimeout bounds a new connection's handshake (credentials and
+// HTTP/2 preface).
+const handshakeTimeout = 10 * time.Second

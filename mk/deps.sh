@@ -3,7 +3,8 @@
 # Debian machine, as root. Only missing packages are installed.
 set -euo pipefail
 
-packages=(sparse iproute2 util-linux bc make gcc libelf-dev protobuf-compiler libprotobuf-dev)
+packages=(sparse iproute2 util-linux bc make gcc libelf-dev protobuf-compiler libprotobuf-dev
+	runc containernetworking-plugins busybox-static dkms)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

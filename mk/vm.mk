@@ -8,10 +8,10 @@
 
 # Go packages whose tests run in the guest, in this order. Missing packages
 # and packages without test files are skipped with a note.
-VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./isolation
+VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./isolation ./test/netns/cni
 # Commands built static and installed in the guest at /usr/local/bin (on
 # PATH for the tests and VM_CMD). Missing packages are skipped with a note.
-VM_BINS ?= ./cmd/nsbrokerd ./cmd/nsbrokerctl
+VM_BINS ?= ./cmd/nsbrokerd ./cmd/nsbrokerctl ./cmd/nsbroker-isolation-check ./cmd/nsbroker-cni
 # -test.run pattern, and more flags for every test binary.
 VM_RUN ?= ^TestIntegration
 VM_TESTARGS ?=
