@@ -1,7 +1,6 @@
 package cni
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,10 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/nsbroker/nsbroker/internal/daemontest"
 	"github.com/nsbroker/nsbroker/internal/testenv"
 	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -59,101 +56,23 @@ func requireCommands(t *testing.T) string {
 	return plugin
 }
 
-// syncBuffer is a bytes.Buffer that a process and the test share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // daemon is a running nsbrokerd.
 type daemon struct {
-	cmd    *exec.Cmd
-	admin  string
-	exited chan struct{}
+	*daemontest.Daemon
+	admin string // its admin socket
 }
 
-// startDaemon starts nsbrokerd with its admin socket in a temporary
-// directory and waits for its READY=1 on $NOTIFY_SOCKET. Its log is
-// printed if the test fails.
+// startDaemon starts nsbrokerd and waits until it is ready.
 func startDaemon(t *testing.T) *daemon {
 	t.Helper()
-	dir := t.TempDir()
-	notifyPath := filepath.Join(dir, "notify.sock")
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-	log := &syncBuffer{}
-	d := &daemon{admin: filepath.Join(dir, "nsbroker.sock"), exited: make(chan struct{})}
-	d.cmd = exec.Command("nsbrokerd", "--admin-socket", d.admin, "--log-level", "debug")
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
-	d.cmd.Stdout, d.cmd.Stderr = log, log
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.exited
-		if t.Failed() {
-			t.Logf("nsbrokerd log:\n%s", log)
-		}
-	})
-
-	ready := make(chan error, 1)
-	notify.SetReadDeadline(time.Now().Add(startTimeout))
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := notify.Read(buf)
-			if err != nil {
-				ready <- err
-				return
-			}
-			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
-				ready <- nil
-				return
-			}
-		}
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("nsbrokerd did not report READY=1: %v", err)
-		}
-	case <-d.exited:
-		t.Fatalf("nsbrokerd exited during start-up: %v", d.cmd.ProcessState)
-	}
-	return d
+	d := daemontest.Start(t, startTimeout)
+	return &daemon{d, d.Admin}
 }
 
-// stop stops the daemon with SIGTERM and waits until it has exited.
+// stop stops the daemon with SIGTERM and checks it exits 0.
 func (d *daemon) stop(t *testing.T) {
 	t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-d.exited:
-	case <-time.After(stopTimeout):
-		t.Fatalf("nsbrokerd still running %v after SIGTERM", stopTimeout)
-	}
+	d.Stop(t, stopTimeout)
 }
 
 // dial makes a gRPC client connection through dialer.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,10 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/nsbroker/nsbroker/internal/daemontest"
 	"github.com/nsbroker/nsbroker/internal/testenv"
 	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -35,22 +32,7 @@ const (
 )
 
 // syncBuffer is a bytes.Buffer that a process and the test share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = daemontest.SyncBuffer
 
 // requireCommands fails (in the VM) or skips unless the module is loaded
 // and both commands are on PATH.
@@ -70,94 +52,23 @@ func requireCommands(t *testing.T) {
 // daemon is a running nsbrokerd with its admin socket in a temporary
 // directory.
 type daemon struct {
-	cmd     *exec.Cmd
-	admin   string // the admin socket
-	log     *syncBuffer
-	exited  chan struct{} // closed once the process has been reaped
-	waitErr error         // set before exited is closed
+	*daemontest.Daemon
+	admin string // the admin socket
 }
 
 // startDaemon starts nsbrokerd with args added to the test's own and
-// waits until it reports READY=1 (every listener open) through
-// $NOTIFY_SOCKET, as it does to a service manager. Its log is printed if
-// the test fails; a daemon still running when the test ends is killed.
+// waits until it reports READY=1 (every listener open).
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	requireCommands(t)
-	dir := t.TempDir()
-	notifyPath := filepath.Join(dir, "notify.sock")
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-
-	d := &daemon{admin: filepath.Join(dir, "run", "nsbroker.sock"), log: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command("nsbrokerd", append([]string{
-		"--admin-socket", d.admin, "--log-format", "json", "--log-level", "debug",
-	}, args...)...)
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			d.cmd.Process.Kill()
-			<-d.exited
-		}
-		if t.Failed() {
-			t.Logf("nsbrokerd log:\n%s", d.log)
-		}
-	})
-
-	ready := make(chan error, 1)
-	notify.SetReadDeadline(time.Now().Add(startTimeout))
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := notify.Read(buf)
-			if err != nil {
-				ready <- err
-				return
-			}
-			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
-				ready <- nil
-				return
-			}
-		}
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("nsbrokerd did not report READY=1: %v", err)
-		}
-	case <-d.exited:
-		t.Fatalf("nsbrokerd exited during start-up: %v", d.waitErr)
-	}
-	return d
+	d := daemontest.Start(t, startTimeout, args...)
+	return &daemon{d, d.Admin}
 }
 
 // stop sends SIGTERM and checks that the daemon exits 0 in time.
 func (d *daemon) stop(t *testing.T) {
 	t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
-	select {
-	case <-d.exited:
-	case <-time.After(stopTimeout):
-		t.Fatalf("nsbrokerd still running %v after SIGTERM", stopTimeout)
-	}
-	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("nsbrokerd exit status after SIGTERM: got %d (%v), want 0", code, d.waitErr)
-	}
+	d.Stop(t, stopTimeout)
 }
 
 // client dials the admin socket.

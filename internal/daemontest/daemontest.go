@@ -1,0 +1,130 @@
+// Package daemontest runs the real nsbrokerd binary for the in-guest
+// suites: started with its admin socket in a temporary directory, ready
+// once it says READY=1 on $NOTIFY_SOCKET as it does to a service manager,
+// its log printed when the test fails.
+package daemontest
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SyncBuffer is a bytes.Buffer that a process and the test share.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Daemon is a running nsbrokerd.
+type Daemon struct {
+	Admin   string      // the admin socket
+	Log     *SyncBuffer // its standard output and error
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process has been reaped
+	waitErr error         // set before exited is closed
+}
+
+// Start starts nsbrokerd (from PATH) with args after the test's own and
+// waits up to timeout for READY=1. A daemon still running when the test
+// ends is killed.
+func Start(t *testing.T, timeout time.Duration, args ...string) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	notifyPath := filepath.Join(dir, "notify.sock")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+
+	d := &Daemon{Admin: filepath.Join(dir, "run", "nsbroker.sock"), Log: &SyncBuffer{}, exited: make(chan struct{})}
+	d.cmd = exec.Command("nsbrokerd", append([]string{
+		"--admin-socket", d.Admin, "--log-format", "json", "--log-level", "debug",
+	}, args...)...)
+	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
+	d.cmd.Stdout, d.cmd.Stderr = d.Log, d.Log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.exited:
+		default:
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+		if t.Failed() {
+			t.Logf("nsbrokerd log:\n%s", d.Log)
+		}
+	})
+
+	ready := make(chan error, 1)
+	notify.SetReadDeadline(time.Now().Add(timeout))
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				ready <- err
+				return
+			}
+			if slices.Contains(strings.Split(string(buf[:n]), "\n"), "READY=1") {
+				ready <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("nsbrokerd did not report READY=1: %v", err)
+		}
+	case <-d.exited:
+		t.Fatalf("nsbrokerd exited during start-up: %v", d.waitErr)
+	}
+	return d
+}
+
+// Exited is closed once the process has exited.
+func (d *Daemon) Exited() <-chan struct{} { return d.exited }
+
+// Stop sends SIGTERM and checks that the daemon exits 0 within timeout.
+func (d *Daemon) Stop(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(timeout):
+		t.Fatalf("nsbrokerd still running %v after SIGTERM", timeout)
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("nsbrokerd exit status after SIGTERM: got %d (%v), want 0", code, d.waitErr)
+	}
+}
