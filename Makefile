@@ -3,6 +3,7 @@
 #   make demo      nsbrokerd, three tenants and the isolation check in the VM
 #   make test      everything CI runs: lint, host tests, module checks, VM suites
 #   make vmtest    the in-kernel suites in a QEMU guest (see test/netns/README.md)
+#   make bench     what the broker costs over the bare kernel and gRPC paths (VM)
 #   make fuzz      every Go fuzz target for FUZZTIME (default 60s) each
 #   make kmod      build kmod/nsbroker.ko against the installed cloud kernel
 #   make proto     regenerate the gRPC code from proto/ (pinned generators)
@@ -18,6 +19,7 @@ CLOUD_KDIR := $(shell ls -d /lib/modules/*-cloud-amd64/build 2>/dev/null | sort 
 include mk/vm.mk
 include mk/demo.mk
 include mk/packaging.mk
+include mk/bench.mk
 
 .PHONY: all deps build kmod lint gotest kmod-check test fuzz clean proto proto-check
 

@@ -1,0 +1,187 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Latency summarises the round trips of one path.
+type Latency struct {
+	Name   string  `json:"name"`
+	N      int     `json:"n"`
+	P50us  float64 `json:"p50_us"`
+	P99us  float64 `json:"p99_us"`
+	MeanUs float64 `json:"mean_us"`
+}
+
+// Summarise returns the median, 99th percentile and mean of samples.
+// It sorts samples in place.
+func Summarise(name string, samples []time.Duration) Latency {
+	l := Latency{Name: name, N: len(samples)}
+	if len(samples) == 0 {
+		return l
+	}
+	slices.Sort(samples)
+	var sum time.Duration
+	for _, s := range samples {
+		sum += s
+	}
+	l.P50us = us(percentile(samples, 50))
+	l.P99us = us(percentile(samples, 99))
+	l.MeanUs = us(sum / time.Duration(len(samples)))
+	return l
+}
+
+// percentile returns the nearest-rank percentile p of sorted samples.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100 // ceil(n*p/100), 1-based rank
+	if i < 1 {
+		i = 1
+	}
+	return sorted[i-1]
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+// Rate is a throughput measurement: messages expected, delivered and lost.
+// Rate is only claimed (Valid) when every lost message was reported.
+type Rate struct {
+	Name      string  `json:"name"`
+	Payload   int     `json:"payload"`
+	Receivers int     `json:"receivers"`
+	Expected  uint64  `json:"expected"`
+	Delivered uint64  `json:"delivered"`
+	Reported  uint64  `json:"reported_lost"`
+	Seconds   float64 `json:"seconds"`
+	PerSec    float64 `json:"msgs_per_sec"`
+	Valid     bool    `json:"valid"`
+}
+
+// Unreported is the number of messages neither delivered nor reported lost.
+func (r Rate) Unreported() uint64 {
+	if r.Delivered+r.Reported >= r.Expected {
+		return 0
+	}
+	return r.Expected - r.Delivered - r.Reported
+}
+
+// Finish computes PerSec and Valid from the counts and the elapsed time.
+func (r *Rate) Finish(elapsed time.Duration) {
+	r.Seconds = elapsed.Seconds()
+	if r.Seconds > 0 {
+		r.PerSec = float64(r.Delivered) / r.Seconds
+	}
+	r.Valid = r.Unreported() == 0
+}
+
+// Ratio is a measured ratio against its target.
+type Ratio struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Target string  `json:"target"`
+	Met    bool    `json:"met"`
+}
+
+// Scale is the cost of attaching N namespaces.
+type Scale struct {
+	N               int     `json:"namespaces"`
+	AttachSeconds   float64 `json:"attach_seconds"`
+	ByHandSeconds   float64 `json:"by_hand_seconds"`
+	RSSPerNsKiB     float64 `json:"rss_per_ns_kib"`
+	GoroutinesPerNs float64 `json:"goroutines_per_ns"`
+	SlabPerNsKiB    float64 `json:"slab_per_ns_kib"`
+	EchoP50us       float64 `json:"echo_p50_us"`
+	EchoOneP50us    float64 `json:"echo_one_p50_us"`
+	Err             string  `json:"error,omitempty"`
+}
+
+// Results is everything one run measured, with where it ran.
+type Results struct {
+	Kernel     string    `json:"kernel"`
+	CPU        string    `json:"cpu"`
+	CPUs       int       `json:"cpus"`
+	QEMU       string    `json:"qemu"`
+	Started    time.Time `json:"started"`
+	RoundTrips []Latency `json:"round_trips"`
+	Rates      []Rate    `json:"rates"`
+	Ratios     []Ratio   `json:"ratios"`
+	Scale      []Scale   `json:"scale"`
+	Notes      []string  `json:"notes,omitempty"`
+}
+
+// Latency returns the round trips named name, or a zero Latency.
+func (r *Results) Latency(name string) Latency {
+	for _, l := range r.RoundTrips {
+		if l.Name == name {
+			return l
+		}
+	}
+	return Latency{}
+}
+
+// Rate returns the rate named name with payload and receivers, or a zero Rate.
+func (r *Results) Rate(name string, payload, receivers int) Rate {
+	for _, x := range r.Rates {
+		if x.Name == name && x.Payload == payload && x.Receivers == receivers {
+			return x
+		}
+	}
+	return Rate{}
+}
+
+// WriteJSON writes r as indented JSON.
+func (r *Results) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// Markdown renders r as markdown tables.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kernel %s, CPU %s (%d), QEMU %s, %s\n\n", r.Kernel, r.CPU, r.CPUs, r.QEMU, r.Started.UTC().Format(time.RFC3339))
+	b.WriteString("| round trip | n | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|---:|\n")
+	for _, l := range r.RoundTrips {
+		fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f |\n", l.Name, l.N, l.P50us, l.P99us, l.MeanUs)
+	}
+	if len(r.Ratios) > 0 {
+		b.WriteString("\n| ratio | value | target | met |\n|---|---:|---|---|\n")
+		for _, x := range r.Ratios {
+			fmt.Fprintf(&b, "| %s | %.2f | %s | %s |\n", x.Name, x.Value, x.Target, yesNo(x.Met))
+		}
+	}
+	if len(r.Rates) > 0 {
+		b.WriteString("\n| throughput | payload B | receivers | expected | delivered | reported lost | unreported | msg/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, x := range r.Rates {
+			rate := fmt.Sprintf("%.0f", x.PerSec)
+			if !x.Valid {
+				rate = "not claimed"
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %s |\n", x.Name, x.Payload, x.Receivers, x.Expected, x.Delivered, x.Reported, x.Unreported(), rate)
+		}
+	}
+	if len(r.Scale) > 0 {
+		b.WriteString("\n| namespaces | attach s | by hand s | RSS KiB/ns | goroutines/ns | slab KiB/ns | echo p50 µs | echo p50 µs (1 attached) | error |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		for _, s := range r.Scale {
+			fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.1f | %.2f | %.1f | %.1f | %.1f | %s |\n", s.N, s.AttachSeconds, s.ByHandSeconds, s.RSSPerNsKiB, s.GoroutinesPerNs, s.SlabPerNsKiB, s.EchoP50us, s.EchoOneP50us, s.Err)
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "\n- %s", n)
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func yesNo(v bool) string {
+	if v {
+		return "yes"
+	}
+	return "no"
+}

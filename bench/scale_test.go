@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/internal/testenv"
+	"github.com/nsbroker/nsbroker/nsmgr"
+	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
+)
+
+const scaleEchoes = 300
+
+// measureScale attaches counts[i] namespaces to the daemon in turn and
+// records what that costs. The daemon runs in this process, so its RSS and
+// goroutines are this process's, measured after a GC with nothing else
+// running.
+func measureScale(t *testing.T, e *env, res *Results, counts []int) {
+	admin := e.adminClient(t)
+	ctx := context.Background()
+	payload := make([]byte, rtPayload)
+	echo := func() float64 {
+		return Summarise("", timeN(t, "scale echo", scaleEchoes, func() error {
+			_, err := admin.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: e.name, Payload: payload})
+			return err
+		})).P50us
+	}
+	for _, n := range counts {
+		s := Scale{N: n}
+		s.EchoOneP50us = echo()
+		if err := scaleOnce(e, admin, n, &s, echo); err != nil {
+			s.Err = err.Error()
+		}
+		res.Scale = append(res.Scale, s)
+	}
+}
+
+// scaleOnce creates n namespaces, opens their sockets by hand, attaches
+// them, measures the echo latency, and detaches and deletes them again.
+func scaleOnce(e *env, admin nsbrokerv1.BrokerClient, n int, s *Scale, echo func() float64) error {
+	ctx := context.Background()
+	names := make([]string, 0, n)
+	nss := make([]*nsmgr.Namespace, 0, n)
+	defer func() {
+		for _, name := range names {
+			admin.DetachNamespace(ctx, &nsbrokerv1.DetachNamespaceRequest{Namespace: name})
+		}
+		for i, ns := range nss {
+			ns.Close()
+			nsmgr.DeleteNamed(names[i])
+		}
+	}()
+	for range n {
+		name := testenv.NetnsName()
+		ns, err := nsmgr.NewNamed(name)
+		if err != nil {
+			return fmt.Errorf("creating namespace %d: %w", len(nss)+1, err)
+		}
+		names = append(names, name)
+		nss = append(nss, ns)
+	}
+
+	// By hand: what attaching opens in each namespace, a socket to the
+	// module and a listening unix socket.
+	start := time.Now()
+	var opened []func() error
+	for _, ns := range nss {
+		c, err := family.Dial(&family.Config{Unit: e.unit, NetNS: ns.Fd(), ReadBuffer: 4 << 20})
+		if err != nil {
+			return fmt.Errorf("by hand: %w", err)
+		}
+		opened = append(opened, c.Close)
+		var l net.Listener
+		if err := ns.Do(func() error {
+			var err error
+			l, err = net.Listen("unix", localSocket)
+			return err
+		}); err != nil {
+			return fmt.Errorf("by hand: %w", err)
+		}
+		opened = append(opened, l.Close)
+	}
+	s.ByHandSeconds = time.Since(start).Seconds()
+	for _, c := range opened {
+		c()
+	}
+
+	rss0, g0 := settle()
+	slab0 := slabKiB()
+	start = time.Now()
+	for _, name := range names {
+		if _, err := admin.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: name, Ref: &nsbrokerv1.NamespaceRef{Kind: &nsbrokerv1.NamespaceRef_Name{Name: name}}}); err != nil {
+			return fmt.Errorf("attaching %s: %w", name, err)
+		}
+	}
+	s.AttachSeconds = time.Since(start).Seconds()
+	rss1, g1 := settle()
+	slab1 := slabKiB()
+	s.RSSPerNsKiB = float64(rss1-rss0) / float64(n)
+	s.GoroutinesPerNs = float64(g1-g0) / float64(n)
+	s.SlabPerNsKiB = float64(slab1-slab0) / float64(n)
+	s.EchoP50us = echo()
+	return nil
+}
+
+// settle collects garbage, returns memory to the kernel and gives the
+// daemon's goroutines time to park, then returns RSS in KiB and the
+// number of goroutines.
+func settle() (rssKiB int64, goroutines int) {
+	time.Sleep(200 * time.Millisecond)
+	runtime.GC()
+	debug.FreeOSMemory()
+	return statusKiB("/proc/self/status", "VmRSS:"), runtime.NumGoroutine()
+}
+
+// slabKiB is the kernel's slab memory.
+func slabKiB() int64 { return statusKiB("/proc/meminfo", "Slab:") }
+
+func statusKiB(path, key string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == key {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}

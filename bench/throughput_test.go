@@ -1,0 +1,322 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
+)
+
+const (
+	daemonGroup = 1 // events for the daemon's subscribers
+	rawGroup    = 2 // events for raw receivers
+	pubGroup    = 3 // publishing runs: nobody listens
+	// drain bounds how long receivers wait once the publisher is done.
+	drain = 15 * time.Second
+)
+
+var (
+	payloadSizes = []int{64, 4096}
+	receivers    = []int{1, 8, 64}
+)
+
+// deliveryMsgs is how many events one delivery run publishes.
+func deliveryMsgs(n int) uint64 {
+	if n >= 64 {
+		return 500
+	}
+	return 2000
+}
+
+func measureThroughput(t *testing.T, e *env, res *Results) {
+	for _, size := range payloadSizes {
+		for _, n := range receivers {
+			m := deliveryMsgs(n)
+			d := deliveryDaemon(t, e, n, size, m)
+			r := deliveryRaw(t, e, n, size, m)
+			b := deliveryBare(t, e, n, size, m)
+			res.Rates = append(res.Rates, d, r, b)
+			floor := min(r.PerSec, b.PerSec)
+			switch {
+			case !d.Valid || !r.Valid || !b.Valid:
+				res.Notes = append(res.Notes, fmt.Sprintf("delivery to %d, %d B: no ratio, a rate had unreported losses", n, size))
+			case n == 1:
+				atLeast(res, fmt.Sprintf("delivery to 1, %d B: nsbrokerd / lower floor", size), d.PerSec/floor, 0.7)
+			case n == 64:
+				atLeast(res, fmt.Sprintf("delivery to 64, %d B: nsbrokerd total / lower floor total", size), d.PerSec/floor, 0.5)
+			}
+		}
+		const m = 3000
+		raw := publishRaw(t, e, size, m)
+		unary := publishUnary(t, e, size, 500)
+		stream := publishStream(t, "publish nsbrokerd PublishStream", dialConn(t, e.admin, nil), e.name, size, m)
+		bare := publishStream(t, "publish bare gRPC client stream", dialConn(t, e.bare.path, nil), e.name, size, m)
+		res.Rates = append(res.Rates, raw, unary, stream, bare)
+		if raw.Valid && stream.Valid && bare.Valid {
+			atLeast(res, fmt.Sprintf("PublishStream, %d B: nsbrokerd / lower floor", size), stream.PerSec/min(raw.PerSec, bare.PerSec), 0.7)
+		}
+	}
+}
+
+// subscriberCount counts one gRPC subscriber's events in first..last and
+// the losses reported to it as gaps.
+func subscriberCount(st grpc.ServerStreamingClient[nsbrokerv1.SubscribeResponse], first, last uint64) (delivered, reported uint64) {
+	next := first
+	for next <= last {
+		r, err := st.Recv()
+		if err != nil {
+			return
+		}
+		if ev := r.GetEvent(); ev != nil {
+			if ev.GetSeq() >= next && ev.GetSeq() <= last {
+				delivered++
+				next = ev.GetSeq() + 1
+			}
+			continue
+		}
+		g := r.GetGap()
+		from, to := max(g.GetFromSeq(), next), g.GetToSeq()
+		if to == 0 || to > last {
+			to = last
+		}
+		if to >= from {
+			reported += to - from + 1
+			next = to + 1
+		}
+	}
+	return
+}
+
+// deliveryDaemon publishes m events by a raw socket in the namespace and
+// counts what n subscribers of nsbrokerd receive.
+func deliveryDaemon(t *testing.T, e *env, n, size int, m uint64) Rate {
+	rate := Rate{Name: "delivery nsbrokerd", Payload: size, Receivers: n, Expected: m * uint64(n)}
+	pub, err := rawPublisher(e.ns, e.unit, daemonGroup, make([]byte, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	s0, err := pub.publish() // before anyone subscribes: the numbering so far
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	streams := make([]grpc.ServerStreamingClient[nsbrokerv1.SubscribeResponse], n)
+	for i := range streams {
+		conn := dialConn(t, e.admin, nil)
+		defer conn.Close()
+		st, err := nsbrokerv1.NewBrokerClient(conn).Subscribe(ctx, &nsbrokerv1.SubscribeRequest{Namespace: e.name, Groups: []uint32{daemonGroup}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Header(); err != nil { // sent once the daemon joined the group
+			t.Fatal(err)
+		}
+		streams[i] = st
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, st := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, r := subscriberCount(st, s0+1, s0+m)
+			mu.Lock()
+			rate.Delivered += d
+			rate.Reported += r
+			mu.Unlock()
+		}()
+	}
+	for range m {
+		if _, err := pub.publish(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := time.AfterFunc(drain, cancel)
+	defer stop.Stop()
+	wg.Wait()
+	rate.Finish(time.Since(start))
+	return rate
+}
+
+// deliveryRaw is the kernel floor: the same events multicast to n raw
+// sockets with the daemon's receive buffer.
+func deliveryRaw(t *testing.T, e *env, n, size int, m uint64) Rate {
+	rate := Rate{Name: "delivery raw multicast", Payload: size, Receivers: n, Expected: m * uint64(n)}
+	pub, err := rawPublisher(e.ns, e.unit, rawGroup, make([]byte, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	s0, err := pub.publish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks := make([]*rawSock, n)
+	for i := range socks {
+		s, err := openRaw(e.ns, e.unit, 4<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.join(rawGroup, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		socks[i] = s
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, s := range socks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, r, err := s.receiveEvents(s0+1, s0+m)
+			if err != nil {
+				t.Errorf("raw receiver: %v", err)
+			}
+			mu.Lock()
+			rate.Delivered += d
+			rate.Reported += r
+			mu.Unlock()
+		}()
+	}
+	for range m {
+		if _, err := pub.publish(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	rate.Finish(time.Since(start))
+	return rate
+}
+
+// deliveryBare is gRPC's floor: a bare server streaming m events to each
+// of n subscribers, with nothing behind it.
+func deliveryBare(t *testing.T, e *env, n, size int, m uint64) Rate {
+	rate := Rate{Name: "delivery bare gRPC stream", Payload: size, Receivers: n, Expected: m * uint64(n)}
+	e.bare.count.Store(int64(m))
+	e.bare.size.Store(int64(size))
+	gate := make(chan struct{})
+	e.bare.gate.Store(&gate)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	streams := make([]grpc.ServerStreamingClient[nsbrokerv1.SubscribeResponse], n)
+	for i := range streams {
+		conn := dialConn(t, e.bare.path, nil)
+		defer conn.Close()
+		st, err := nsbrokerv1.NewBrokerClient(conn).Subscribe(ctx, &nsbrokerv1.SubscribeRequest{Groups: []uint32{1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Header(); err != nil {
+			t.Fatal(err)
+		}
+		streams[i] = st
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	close(gate)
+	for _, st := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, r := subscriberCount(st, 1, m)
+			mu.Lock()
+			rate.Delivered += d
+			rate.Reported += r
+			mu.Unlock()
+		}()
+	}
+	stop := time.AfterFunc(time.Minute, cancel)
+	defer stop.Stop()
+	wg.Wait()
+	rate.Finish(time.Since(start))
+	return rate
+}
+
+// publishRaw is the kernel floor of publishing: m synchronous publishes.
+func publishRaw(t *testing.T, e *env, size int, m uint64) Rate {
+	rate := Rate{Name: "publish raw netlink", Payload: size, Receivers: 0, Expected: m}
+	pub, err := rawPublisher(e.ns, e.unit, pubGroup, make([]byte, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	start := time.Now()
+	var first, last uint64
+	for i := range m {
+		seq, err := pub.publish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = seq
+		}
+		last = seq
+	}
+	rate.Delivered = last - first + 1 // the kernel numbered every one
+	rate.Finish(time.Since(start))
+	return rate
+}
+
+// publishUnary publishes m events with one Publish call each.
+func publishUnary(t *testing.T, e *env, size int, m uint64) Rate {
+	rate := Rate{Name: "publish nsbrokerd Publish", Payload: size, Expected: m}
+	conn := dialConn(t, e.admin, nil)
+	defer conn.Close()
+	cl := nsbrokerv1.NewBrokerClient(conn)
+	req := &nsbrokerv1.PublishRequest{Namespace: e.name, Group: pubGroup, Payload: make([]byte, size)}
+	start := time.Now()
+	var first, last uint64
+	for i := range m {
+		r, err := cl.Publish(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = r.GetSeq()
+		}
+		last = r.GetSeq()
+	}
+	rate.Delivered = last - first + 1
+	rate.Finish(time.Since(start))
+	return rate
+}
+
+// publishStream publishes m events on one PublishStream and counts what the
+// server says it published.
+func publishStream(t *testing.T, name string, conn *grpc.ClientConn, ns string, size int, m uint64) Rate {
+	defer conn.Close()
+	rate := Rate{Name: name, Payload: size, Expected: m}
+	st, err := nsbrokerv1.NewBrokerClient(conn).PublishStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &nsbrokerv1.PublishRequest{Namespace: ns, Group: pubGroup, Payload: make([]byte, size)}
+	start := time.Now()
+	for range m {
+		if err := st.Send(req); err != nil {
+			if err == io.EOF {
+				break // the server ended the stream; CloseAndRecv says why
+			}
+			t.Fatal(err)
+		}
+	}
+	r, err := st.CloseAndRecv()
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	rate.Delivered = r.GetPublished()
+	rate.Finish(time.Since(start))
+	return rate
+}
