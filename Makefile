@@ -4,6 +4,8 @@
 #   make test      everything CI runs: lint, host tests, module checks, VM suites
 #   make vmtest    the in-kernel suites in a QEMU guest (see test/netns/README.md)
 #   make bench     what the broker costs over the bare kernel and gRPC paths (VM)
+#   make vmtest KERNEL=debug   the VM suites on a KASAN/lockdep/kmemleak kernel
+#   make fuzzmodule  the module's netlink fuzzer on that kernel
 #   make fuzz      every Go fuzz target for FUZZTIME (default 60s) each
 #   make kmod      build kmod/nsbroker.ko against the installed cloud kernel
 #   make proto     regenerate the gRPC code from proto/ (pinned generators)
@@ -20,6 +22,7 @@ include mk/vm.mk
 include mk/demo.mk
 include mk/packaging.mk
 include mk/bench.mk
+include mk/debug.mk
 
 .PHONY: all deps build kmod lint gotest kmod-check test fuzz clean proto proto-check
 

@@ -6,7 +6,10 @@ build_module() {
 	local build_log=$VM_BUILD/logs/module.log vermagic
 	[[ -f $VM_KMOD_DIR/Makefile ]] || die "$VM_KMOD_DIR/Makefile not found (VM_KMOD_DIR=$VM_KMOD_DIR)"
 	log "[module] make -C $VM_KMOD_DIR KDIR=$KDIR"
-	make -C "$VM_KMOD_DIR" KDIR="$KDIR" >"$build_log" 2>&1 ||
+	# From clean: kbuild would keep objects compiled against another tree
+	# whose compiler flags are the same (two debug kernel configurations),
+	# and such a module crashes at insmod.
+	{ make -C "$VM_KMOD_DIR" KDIR="$KDIR" clean && make -C "$VM_KMOD_DIR" KDIR="$KDIR"; } >"$build_log" 2>&1 ||
 		{ show_log_tail "$build_log" 60; die "module build failed"; }
 	if grep -q 'warning:' "$build_log"; then
 		log "[module] compiler warnings:"
