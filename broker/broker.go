@@ -377,7 +377,9 @@ func normalizeGroups(groups []uint32) ([]uint32, error) {
 // Release closes every connection to the module so that it can be
 // unloaded. Subscriptions stay open: they see a gap, and events again once
 // the broker has re-dialed. The broker re-dials after it has seen the
-// module unloaded and loaded again, or when Resume is called.
+// module unloaded and loaded again, or when Resume is called. It looks
+// every RetryInterval: an unload and reload quicker than that goes unseen,
+// and the broker then waits for Resume.
 func (b *Broker) Release() {
 	b.mu.Lock()
 	b.held, b.sawAbsent = true, false

@@ -285,6 +285,9 @@ func TestIntegrationReleaseReloadRecovers(t *testing.T) {
 	b.Release()
 	gate.Store(false)
 	wantGap(t, recv(t, sub), Gap{Group: 9, From: 4, Reason: LossReleased})
+	// The broker resumes only after it has seen the module gone; a reload
+	// quicker than its poll would go unseen (see the note on Release).
+	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.sawAbsent })
 	if err := unix.DeleteModule("nsbroker", 0); err != nil {
 		t.Fatalf("rmmod after Release: %v", err)
 	}
