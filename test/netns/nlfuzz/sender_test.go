@@ -37,8 +37,9 @@ func (s *sent) String() string {
 
 // saveHint tells how to keep the datagram as a crasher.
 func (s *sent) saveHint() string {
-	return fmt.Sprintf("echo %s | base64 -d > test/netns/nlfuzz/testdata/crashers/%s",
-		base64.StdEncoding.EncodeToString(s.data), s.name())
+	const dir = "test/netns/nlfuzz/testdata/crashers"
+	return fmt.Sprintf("mkdir -p %s && echo %s | base64 -d > %s/%s",
+		dir, base64.StdEncoding.EncodeToString(s.data), dir, s.name())
 }
 
 // counts are one sender's numbers, merged into the run's at the end.
@@ -53,6 +54,7 @@ type counts struct {
 	probes    int64                // ECHO probes answered correctly
 	joins     map[string]int64     // group operations by result
 	netnsMade int64                // namespaces created
+	flashes   int64                // of them, namespaces for a few datagrams only
 }
 
 func newCounts() *counts {
@@ -86,6 +88,7 @@ func (c *counts) add(o *counts) {
 	c.overruns += o.overruns
 	c.probes += o.probes
 	c.netnsMade += o.netnsMade
+	c.flashes += o.flashes
 }
 
 // sender sends datagrams from its own locked thread, so that a kernel
