@@ -131,6 +131,8 @@ var commands = []command{
 	{"subscribe", "[--namespace N] --group G[,G...] [--json] [--count K]", "print events and gaps as they arrive", cmdSubscribe},
 	{"stats", "[--namespace N] [--json]", "print the module's and the daemon's counters", cmdStats},
 	{"health", "[--service S]", "print the daemon's health; exit 0 only when SERVING (a probe)", cmdHealth},
+	{"module release", "[--json]", "close the daemon's module connections so the module can be unloaded", cmdModuleRelease},
+	{"module resume", "[--wait] [--json]", "connect to the module again without waiting for a reload", cmdModuleResume},
 }
 
 func (c *cli) main(args []string) error {
@@ -162,6 +164,13 @@ func (c *cli) main(args []string) error {
 		}
 		name, rest = "ns "+rest[0], rest[1:]
 	}
+	if name == "module" {
+		if len(rest) == 0 {
+			c.name = "module"
+			return usagef("module needs a subcommand: release or resume")
+		}
+		name, rest = "module "+rest[0], rest[1:]
+	}
 	for i := range commands {
 		if commands[i].name == name {
 			c.name, c.cmd = name, &commands[i]
@@ -177,8 +186,12 @@ func (c *cli) usage(global *flag.FlagSet) {
 	fmt.Fprintf(w, "Talks to nsbrokerd: its admin socket by default, or with --local the socket\n")
 	fmt.Fprintf(w, "it opens inside the caller's network namespace (as that namespace's tenant).\n\n")
 	fmt.Fprintf(w, "Commands:\n")
+	width := 0
 	for _, cmd := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", cmd.name, cmd.summary)
+		width = max(width, len(cmd.name))
+	}
+	for _, cmd := range commands {
+		fmt.Fprintf(w, "  %-*s %s\n", width, cmd.name, cmd.summary)
 	}
 	fmt.Fprintf(w, "\nOptions (before or after the command):\n")
 	printFlags(w, global)

@@ -22,6 +22,8 @@ const (
 	rpcPublishStream   = "PublishStream"
 	rpcSubscribe       = "Subscribe"
 	rpcStats           = "Stats"
+	rpcReleaseModule   = "ReleaseModule"
+	rpcResumeModule    = "ResumeModule"
 )
 
 // everyone may call an rpc, each on the namespaces it may reach.
@@ -43,6 +45,8 @@ var access = map[string][]Role{
 	rpcPublishStream:   everyone,
 	rpcSubscribe:       everyone,
 	rpcStats:           everyone,
+	rpcReleaseModule:   adminOnly,
+	rpcResumeModule:    adminOnly,
 }
 
 // authorize returns the caller's Identity if its role may call rpc.

@@ -46,6 +46,7 @@ var (
 		"PublishStream()": invalid, "PublishStream(A)": ok, "PublishStream(B)": ok,
 		"Subscribe()": invalid, "Subscribe(A)": ok, "Subscribe(B)": ok,
 		"AttachNamespace(C)": ok, "DetachNamespace(C)": ok,
+		"ReleaseModule": ok, "ResumeModule": ok,
 	}
 	tenantACells = map[string]codes.Code{
 		"ListNamespaces": ok, "WatchNamespaces": ok,
@@ -56,6 +57,7 @@ var (
 		"PublishStream()": ok, "PublishStream(A)": ok, "PublishStream(B)": nfound,
 		"Subscribe()": ok, "Subscribe(A)": ok, "Subscribe(B)": nfound,
 		"AttachNamespace(C)": denied, "DetachNamespace(C)": denied, "DetachNamespace(A)": denied,
+		"ReleaseModule": denied, "ResumeModule": denied,
 	}
 	tenantBCells = map[string]codes.Code{
 		"ListNamespaces": ok, "WatchNamespaces": ok,
@@ -66,6 +68,7 @@ var (
 		"PublishStream()": ok, "PublishStream(A)": nfound, "PublishStream(B)": ok,
 		"Subscribe()": ok, "Subscribe(A)": nfound, "Subscribe(B)": ok,
 		"AttachNamespace(C)": denied, "DetachNamespace(C)": denied, "DetachNamespace(A)": denied,
+		"ReleaseModule": denied, "ResumeModule": denied,
 	}
 )
 
@@ -142,6 +145,8 @@ var runners = map[string]runner{
 	"Subscribe":       runSubscribe,
 	"AttachNamespace": runAttach,
 	"DetachNamespace": runDetach,
+	"ReleaseModule":   runRelease,
+	"ResumeModule":    runResume,
 }
 
 // nsField is what the request's namespace field says for target.
@@ -456,4 +461,88 @@ func runDetach(t *testing.T, e *env, p principal, target string) error {
 		t.Errorf("refused DetachNamespace(%s) detached it all the same", name)
 	}
 	return err
+}
+
+// states is "label STATE epoch N" for each of e's namespaces, as the
+// broker has them.
+func (e *env) states(t *testing.T) []string {
+	var out []string
+	for _, label := range []string{"A", "B"} {
+		in, err := e.b.Get(e.names[label])
+		if err != nil {
+			t.Fatalf("namespace %s: %v", label, err)
+		}
+		out = append(out, fmt.Sprintf("%s %v epoch %d", label, in.State, in.Epoch))
+	}
+	return out
+}
+
+// protoStates is states for the namespaces of an rpc's answer.
+func (e *env) protoStates(nss []*nsbrokerv1.Namespace) []string {
+	var out []string
+	for _, ns := range nss {
+		state := map[nsbrokerv1.NamespaceState]broker.State{
+			nsbrokerv1.NamespaceState_NAMESPACE_STATE_READY:       broker.StateReady,
+			nsbrokerv1.NamespaceState_NAMESPACE_STATE_UNAVAILABLE: broker.StateUnavailable,
+		}[ns.State]
+		out = append(out, fmt.Sprintf("%s %v epoch %d", e.labels([]string{ns.Name})[0], state, ns.Epoch))
+	}
+	return out
+}
+
+// withState is states with every namespace in state and its epoch grown
+// by grow.
+func withState(t *testing.T, states []string, state broker.State, grow uint64) []string {
+	var out []string
+	for _, s := range states {
+		var label, old string
+		var epoch uint64
+		if _, err := fmt.Sscanf(s, "%s %s epoch %d", &label, &old, &epoch); err != nil {
+			t.Fatalf("parsing %q: %v", s, err)
+		}
+		out = append(out, fmt.Sprintf("%s %v epoch %d", label, state, epoch+grow))
+	}
+	return out
+}
+
+func runRelease(t *testing.T, e *env, p principal, _ string) error {
+	before := e.states(t)
+	defer e.waitReady()
+	defer e.b.Resume()
+	r, err := p.client.ReleaseModule(testContext(t), &nsbrokerv1.ReleaseModuleRequest{})
+	want := withState(t, before, broker.StateUnavailable, 0)
+	if err != nil {
+		want = before
+	}
+	// Held by the release, the broker does not re-dial until Resume.
+	if got := e.states(t); !slices.Equal(got, want) {
+		t.Errorf("after ReleaseModule (%v): broker has %v, want %v", err, got, want)
+	}
+	if err == nil {
+		if got := e.protoStates(r.Namespaces); !slices.Equal(got, want) {
+			t.Errorf("ReleaseModule answered %v, want %v", got, want)
+		}
+	}
+	return err
+}
+
+func runResume(t *testing.T, e *env, p principal, _ string) error {
+	before := e.states(t)
+	e.b.Release()
+	defer e.waitReady()
+	defer e.b.Resume()
+	r, err := p.client.ResumeModule(testContext(t), &nsbrokerv1.ResumeModuleRequest{Wait: true})
+	if err != nil {
+		// Still held: a refused resume must not have ended the release.
+		want := withState(t, before, broker.StateUnavailable, 0)
+		if got := e.states(t); !slices.Equal(got, want) {
+			t.Errorf("after a refused ResumeModule: broker has %v, want %v", got, want)
+		}
+		return err
+	}
+	want := withState(t, before, broker.StateReady, 1)
+	if got := e.protoStates(r.Namespaces); !slices.Equal(got, want) {
+		t.Errorf("ResumeModule with wait answered %v, want %v", got, want)
+	}
+	return nil
 }

@@ -1777,6 +1777,186 @@ func (x *StatsResponse) GetModuleInstances() uint32 {
 	return 0
 }
 
+// ReleaseModuleRequest has no fields.
+type ReleaseModuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseModuleRequest) Reset() {
+	*x = ReleaseModuleRequest{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseModuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseModuleRequest) ProtoMessage() {}
+
+func (x *ReleaseModuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseModuleRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseModuleRequest) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+}
+
+// ReleaseModuleResponse lists the namespaces after the release.
+type ReleaseModuleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every attached namespace, sorted by name; each is UNAVAILABLE, its
+	// reason saying it was released.
+	Namespaces    []*Namespace `protobuf:"bytes,1,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseModuleResponse) Reset() {
+	*x = ReleaseModuleResponse{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseModuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseModuleResponse) ProtoMessage() {}
+
+func (x *ReleaseModuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseModuleResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseModuleResponse) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReleaseModuleResponse) GetNamespaces() []*Namespace {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+// ResumeModuleRequest says whether to wait for the reconnection.
+type ResumeModuleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Wait until every attached namespace is READY again; the rpc's deadline
+	// bounds the wait (DEADLINE_EXCEEDED), and a module that is not loaded
+	// keeps every namespace UNAVAILABLE until it is.
+	Wait          bool `protobuf:"varint,1,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeModuleRequest) Reset() {
+	*x = ResumeModuleRequest{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeModuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeModuleRequest) ProtoMessage() {}
+
+func (x *ResumeModuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeModuleRequest.ProtoReflect.Descriptor instead.
+func (*ResumeModuleRequest) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ResumeModuleRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+// ResumeModuleResponse lists the namespaces after the resume.
+type ResumeModuleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every attached namespace, sorted by name: READY if wait was set,
+	// otherwise as they were when the daemon answered (the reconnection
+	// runs in the background).
+	Namespaces    []*Namespace `protobuf:"bytes,1,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeModuleResponse) Reset() {
+	*x = ResumeModuleResponse{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeModuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeModuleResponse) ProtoMessage() {}
+
+func (x *ResumeModuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeModuleResponse.ProtoReflect.Descriptor instead.
+func (*ResumeModuleResponse) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ResumeModuleResponse) GetNamespaces() []*Namespace {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
 var File_nsbroker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_nsbroker_v1_broker_proto_rawDesc = "" +
@@ -1897,7 +2077,18 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\n" +
 	"namespaces\x18\x01 \x03(\v2\x1b.nsbroker.v1.NamespaceStatsR\n" +
 	"namespaces\x12)\n" +
-	"\x10module_instances\x18\x02 \x01(\rR\x0fmoduleInstances*m\n" +
+	"\x10module_instances\x18\x02 \x01(\rR\x0fmoduleInstances\"\x16\n" +
+	"\x14ReleaseModuleRequest\"O\n" +
+	"\x15ReleaseModuleResponse\x126\n" +
+	"\n" +
+	"namespaces\x18\x01 \x03(\v2\x16.nsbroker.v1.NamespaceR\n" +
+	"namespaces\")\n" +
+	"\x13ResumeModuleRequest\x12\x12\n" +
+	"\x04wait\x18\x01 \x01(\bR\x04wait\"N\n" +
+	"\x14ResumeModuleResponse\x126\n" +
+	"\n" +
+	"namespaces\x18\x01 \x03(\v2\x16.nsbroker.v1.NamespaceR\n" +
+	"namespaces*m\n" +
 	"\x0eNamespaceState\x12\x1f\n" +
 	"\x1bNAMESPACE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15NAMESPACE_STATE_READY\x10\x01\x12\x1f\n" +
@@ -1908,7 +2099,7 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\x1aLOSS_REASON_KERNEL_OVERRUN\x10\x01\x12\x1a\n" +
 	"\x16LOSS_REASON_QUEUE_FULL\x10\x02\x12\x18\n" +
 	"\x14LOSS_REASON_RELEASED\x10\x03\x12\x1f\n" +
-	"\x1bLOSS_REASON_MODULE_RELOADED\x10\x042\x97\x06\n" +
+	"\x1bLOSS_REASON_MODULE_RELOADED\x10\x042\xc4\a\n" +
 	"\x06Broker\x12Y\n" +
 	"\x0eListNamespaces\x12\".nsbroker.v1.ListNamespacesRequest\x1a#.nsbroker.v1.ListNamespacesResponse\x12H\n" +
 	"\fGetNamespace\x12 .nsbroker.v1.GetNamespaceRequest\x1a\x16.nsbroker.v1.Namespace\x12N\n" +
@@ -1919,7 +2110,9 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\aPublish\x12\x1b.nsbroker.v1.PublishRequest\x1a\x1c.nsbroker.v1.PublishResponse\x12R\n" +
 	"\rPublishStream\x12\x1b.nsbroker.v1.PublishRequest\x1a\".nsbroker.v1.PublishStreamResponse(\x01\x12L\n" +
 	"\tSubscribe\x12\x1d.nsbroker.v1.SubscribeRequest\x1a\x1e.nsbroker.v1.SubscribeResponse0\x01\x12>\n" +
-	"\x05Stats\x12\x19.nsbroker.v1.StatsRequest\x1a\x1a.nsbroker.v1.StatsResponseB;Z9github.com/nsbroker/nsbroker/proto/nsbroker/v1;nsbrokerv1b\x06proto3"
+	"\x05Stats\x12\x19.nsbroker.v1.StatsRequest\x1a\x1a.nsbroker.v1.StatsResponse\x12V\n" +
+	"\rReleaseModule\x12!.nsbroker.v1.ReleaseModuleRequest\x1a\".nsbroker.v1.ReleaseModuleResponse\x12S\n" +
+	"\fResumeModule\x12 .nsbroker.v1.ResumeModuleRequest\x1a!.nsbroker.v1.ResumeModuleResponseB;Z9github.com/nsbroker/nsbroker/proto/nsbroker/v1;nsbrokerv1b\x06proto3"
 
 var (
 	file_nsbroker_v1_broker_proto_rawDescOnce sync.Once
@@ -1934,7 +2127,7 @@ func file_nsbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_nsbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_nsbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_nsbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_nsbroker_v1_broker_proto_goTypes = []any{
 	(NamespaceState)(0),             // 0: nsbroker.v1.NamespaceState
 	(LossReason)(0),                 // 1: nsbroker.v1.LossReason
@@ -1963,50 +2156,60 @@ var file_nsbroker_v1_broker_proto_goTypes = []any{
 	(*DaemonCounters)(nil),          // 24: nsbroker.v1.DaemonCounters
 	(*NamespaceStats)(nil),          // 25: nsbroker.v1.NamespaceStats
 	(*StatsResponse)(nil),           // 26: nsbroker.v1.StatsResponse
-	nil,                             // 27: nsbroker.v1.PublishStreamResponse.LastSeqEntry
-	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
+	(*ReleaseModuleRequest)(nil),    // 27: nsbroker.v1.ReleaseModuleRequest
+	(*ReleaseModuleResponse)(nil),   // 28: nsbroker.v1.ReleaseModuleResponse
+	(*ResumeModuleRequest)(nil),     // 29: nsbroker.v1.ResumeModuleRequest
+	(*ResumeModuleResponse)(nil),    // 30: nsbroker.v1.ResumeModuleResponse
+	nil,                             // 31: nsbroker.v1.PublishStreamResponse.LastSeqEntry
+	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
 }
 var file_nsbroker_v1_broker_proto_depIdxs = []int32{
 	3,  // 0: nsbroker.v1.Namespace.ref:type_name -> nsbroker.v1.NamespaceRef
 	0,  // 1: nsbroker.v1.Namespace.state:type_name -> nsbroker.v1.NamespaceState
-	28, // 2: nsbroker.v1.Namespace.attached_at:type_name -> google.protobuf.Timestamp
+	32, // 2: nsbroker.v1.Namespace.attached_at:type_name -> google.protobuf.Timestamp
 	4,  // 3: nsbroker.v1.ListNamespacesResponse.namespaces:type_name -> nsbroker.v1.Namespace
 	3,  // 4: nsbroker.v1.AttachNamespaceRequest.ref:type_name -> nsbroker.v1.NamespaceRef
 	2,  // 5: nsbroker.v1.NamespaceEvent.kind:type_name -> nsbroker.v1.NamespaceEvent.Kind
 	4,  // 6: nsbroker.v1.NamespaceEvent.namespace:type_name -> nsbroker.v1.Namespace
-	27, // 7: nsbroker.v1.PublishStreamResponse.last_seq:type_name -> nsbroker.v1.PublishStreamResponse.LastSeqEntry
+	31, // 7: nsbroker.v1.PublishStreamResponse.last_seq:type_name -> nsbroker.v1.PublishStreamResponse.LastSeqEntry
 	20, // 8: nsbroker.v1.SubscribeResponse.event:type_name -> nsbroker.v1.Event
 	21, // 9: nsbroker.v1.SubscribeResponse.gap:type_name -> nsbroker.v1.Gap
-	28, // 10: nsbroker.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	32, // 10: nsbroker.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
 	1,  // 11: nsbroker.v1.Gap.reason:type_name -> nsbroker.v1.LossReason
 	23, // 12: nsbroker.v1.NamespaceStats.kernel:type_name -> nsbroker.v1.KernelCounters
 	24, // 13: nsbroker.v1.NamespaceStats.daemon:type_name -> nsbroker.v1.DaemonCounters
 	25, // 14: nsbroker.v1.StatsResponse.namespaces:type_name -> nsbroker.v1.NamespaceStats
-	5,  // 15: nsbroker.v1.Broker.ListNamespaces:input_type -> nsbroker.v1.ListNamespacesRequest
-	7,  // 16: nsbroker.v1.Broker.GetNamespace:input_type -> nsbroker.v1.GetNamespaceRequest
-	8,  // 17: nsbroker.v1.Broker.AttachNamespace:input_type -> nsbroker.v1.AttachNamespaceRequest
-	9,  // 18: nsbroker.v1.Broker.DetachNamespace:input_type -> nsbroker.v1.DetachNamespaceRequest
-	11, // 19: nsbroker.v1.Broker.WatchNamespaces:input_type -> nsbroker.v1.WatchNamespacesRequest
-	13, // 20: nsbroker.v1.Broker.Echo:input_type -> nsbroker.v1.EchoRequest
-	15, // 21: nsbroker.v1.Broker.Publish:input_type -> nsbroker.v1.PublishRequest
-	15, // 22: nsbroker.v1.Broker.PublishStream:input_type -> nsbroker.v1.PublishRequest
-	18, // 23: nsbroker.v1.Broker.Subscribe:input_type -> nsbroker.v1.SubscribeRequest
-	22, // 24: nsbroker.v1.Broker.Stats:input_type -> nsbroker.v1.StatsRequest
-	6,  // 25: nsbroker.v1.Broker.ListNamespaces:output_type -> nsbroker.v1.ListNamespacesResponse
-	4,  // 26: nsbroker.v1.Broker.GetNamespace:output_type -> nsbroker.v1.Namespace
-	4,  // 27: nsbroker.v1.Broker.AttachNamespace:output_type -> nsbroker.v1.Namespace
-	10, // 28: nsbroker.v1.Broker.DetachNamespace:output_type -> nsbroker.v1.DetachNamespaceResponse
-	12, // 29: nsbroker.v1.Broker.WatchNamespaces:output_type -> nsbroker.v1.NamespaceEvent
-	14, // 30: nsbroker.v1.Broker.Echo:output_type -> nsbroker.v1.EchoResponse
-	16, // 31: nsbroker.v1.Broker.Publish:output_type -> nsbroker.v1.PublishResponse
-	17, // 32: nsbroker.v1.Broker.PublishStream:output_type -> nsbroker.v1.PublishStreamResponse
-	19, // 33: nsbroker.v1.Broker.Subscribe:output_type -> nsbroker.v1.SubscribeResponse
-	26, // 34: nsbroker.v1.Broker.Stats:output_type -> nsbroker.v1.StatsResponse
-	25, // [25:35] is the sub-list for method output_type
-	15, // [15:25] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 15: nsbroker.v1.ReleaseModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	4,  // 16: nsbroker.v1.ResumeModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	5,  // 17: nsbroker.v1.Broker.ListNamespaces:input_type -> nsbroker.v1.ListNamespacesRequest
+	7,  // 18: nsbroker.v1.Broker.GetNamespace:input_type -> nsbroker.v1.GetNamespaceRequest
+	8,  // 19: nsbroker.v1.Broker.AttachNamespace:input_type -> nsbroker.v1.AttachNamespaceRequest
+	9,  // 20: nsbroker.v1.Broker.DetachNamespace:input_type -> nsbroker.v1.DetachNamespaceRequest
+	11, // 21: nsbroker.v1.Broker.WatchNamespaces:input_type -> nsbroker.v1.WatchNamespacesRequest
+	13, // 22: nsbroker.v1.Broker.Echo:input_type -> nsbroker.v1.EchoRequest
+	15, // 23: nsbroker.v1.Broker.Publish:input_type -> nsbroker.v1.PublishRequest
+	15, // 24: nsbroker.v1.Broker.PublishStream:input_type -> nsbroker.v1.PublishRequest
+	18, // 25: nsbroker.v1.Broker.Subscribe:input_type -> nsbroker.v1.SubscribeRequest
+	22, // 26: nsbroker.v1.Broker.Stats:input_type -> nsbroker.v1.StatsRequest
+	27, // 27: nsbroker.v1.Broker.ReleaseModule:input_type -> nsbroker.v1.ReleaseModuleRequest
+	29, // 28: nsbroker.v1.Broker.ResumeModule:input_type -> nsbroker.v1.ResumeModuleRequest
+	6,  // 29: nsbroker.v1.Broker.ListNamespaces:output_type -> nsbroker.v1.ListNamespacesResponse
+	4,  // 30: nsbroker.v1.Broker.GetNamespace:output_type -> nsbroker.v1.Namespace
+	4,  // 31: nsbroker.v1.Broker.AttachNamespace:output_type -> nsbroker.v1.Namespace
+	10, // 32: nsbroker.v1.Broker.DetachNamespace:output_type -> nsbroker.v1.DetachNamespaceResponse
+	12, // 33: nsbroker.v1.Broker.WatchNamespaces:output_type -> nsbroker.v1.NamespaceEvent
+	14, // 34: nsbroker.v1.Broker.Echo:output_type -> nsbroker.v1.EchoResponse
+	16, // 35: nsbroker.v1.Broker.Publish:output_type -> nsbroker.v1.PublishResponse
+	17, // 36: nsbroker.v1.Broker.PublishStream:output_type -> nsbroker.v1.PublishStreamResponse
+	19, // 37: nsbroker.v1.Broker.Subscribe:output_type -> nsbroker.v1.SubscribeResponse
+	26, // 38: nsbroker.v1.Broker.Stats:output_type -> nsbroker.v1.StatsResponse
+	28, // 39: nsbroker.v1.Broker.ReleaseModule:output_type -> nsbroker.v1.ReleaseModuleResponse
+	30, // 40: nsbroker.v1.Broker.ResumeModule:output_type -> nsbroker.v1.ResumeModuleResponse
+	29, // [29:41] is the sub-list for method output_type
+	17, // [17:29] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_nsbroker_v1_broker_proto_init() }
@@ -2029,7 +2232,7 @@ func file_nsbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nsbroker_v1_broker_proto_rawDesc), len(file_nsbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

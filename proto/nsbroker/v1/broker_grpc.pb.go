@@ -44,6 +44,8 @@ const (
 	Broker_PublishStream_FullMethodName   = "/nsbroker.v1.Broker/PublishStream"
 	Broker_Subscribe_FullMethodName       = "/nsbroker.v1.Broker/Subscribe"
 	Broker_Stats_FullMethodName           = "/nsbroker.v1.Broker/Stats"
+	Broker_ReleaseModule_FullMethodName   = "/nsbroker.v1.Broker/ReleaseModule"
+	Broker_ResumeModule_FullMethodName    = "/nsbroker.v1.Broker/ResumeModule"
 )
 
 // BrokerClient is the client API for Broker service.
@@ -89,6 +91,17 @@ type BrokerClient interface {
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 	// Stats returns the module's and the daemon's counters per namespace.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// ReleaseModule closes the daemon's connection to the module in every
+	// attached namespace (admin only), so that the module can be unloaded
+	// without stopping the daemon. Namespaces stay attached, UNAVAILABLE;
+	// subscriptions stay open and get a RELEASED gap. The daemon connects
+	// again by itself once it has seen the module unloaded and loaded again,
+	// or on ResumeModule.
+	ReleaseModule(ctx context.Context, in *ReleaseModuleRequest, opts ...grpc.CallOption) (*ReleaseModuleResponse, error)
+	// ResumeModule ends a ReleaseModule without waiting for a module reload
+	// (admin only): the daemon connects again to every attached namespace as
+	// soon as the module is loaded.
+	ResumeModule(ctx context.Context, in *ResumeModuleRequest, opts ...grpc.CallOption) (*ResumeModuleResponse, error)
 }
 
 type brokerClient struct {
@@ -220,6 +233,26 @@ func (c *brokerClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *brokerClient) ReleaseModule(ctx context.Context, in *ReleaseModuleRequest, opts ...grpc.CallOption) (*ReleaseModuleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseModuleResponse)
+	err := c.cc.Invoke(ctx, Broker_ReleaseModule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *brokerClient) ResumeModule(ctx context.Context, in *ResumeModuleRequest, opts ...grpc.CallOption) (*ResumeModuleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeModuleResponse)
+	err := c.cc.Invoke(ctx, Broker_ResumeModule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BrokerServer is the server API for Broker service.
 // All implementations must embed UnimplementedBrokerServer
 // for forward compatibility.
@@ -263,6 +296,17 @@ type BrokerServer interface {
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	// Stats returns the module's and the daemon's counters per namespace.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// ReleaseModule closes the daemon's connection to the module in every
+	// attached namespace (admin only), so that the module can be unloaded
+	// without stopping the daemon. Namespaces stay attached, UNAVAILABLE;
+	// subscriptions stay open and get a RELEASED gap. The daemon connects
+	// again by itself once it has seen the module unloaded and loaded again,
+	// or on ResumeModule.
+	ReleaseModule(context.Context, *ReleaseModuleRequest) (*ReleaseModuleResponse, error)
+	// ResumeModule ends a ReleaseModule without waiting for a module reload
+	// (admin only): the daemon connects again to every attached namespace as
+	// soon as the module is loaded.
+	ResumeModule(context.Context, *ResumeModuleRequest) (*ResumeModuleResponse, error)
 	mustEmbedUnimplementedBrokerServer()
 }
 
@@ -302,6 +346,12 @@ func (UnimplementedBrokerServer) Subscribe(*SubscribeRequest, grpc.ServerStreami
 }
 func (UnimplementedBrokerServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedBrokerServer) ReleaseModule(context.Context, *ReleaseModuleRequest) (*ReleaseModuleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseModule not implemented")
+}
+func (UnimplementedBrokerServer) ResumeModule(context.Context, *ResumeModuleRequest) (*ResumeModuleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeModule not implemented")
 }
 func (UnimplementedBrokerServer) mustEmbedUnimplementedBrokerServer() {}
 func (UnimplementedBrokerServer) testEmbeddedByValue()                {}
@@ -479,6 +529,42 @@ func _Broker_Stats_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Broker_ReleaseModule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseModuleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServer).ReleaseModule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Broker_ReleaseModule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServer).ReleaseModule(ctx, req.(*ReleaseModuleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Broker_ResumeModule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeModuleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServer).ResumeModule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Broker_ResumeModule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServer).ResumeModule(ctx, req.(*ResumeModuleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Broker_ServiceDesc is the grpc.ServiceDesc for Broker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -513,6 +599,14 @@ var Broker_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stats",
 			Handler:    _Broker_Stats_Handler,
+		},
+		{
+			MethodName: "ReleaseModule",
+			Handler:    _Broker_ReleaseModule_Handler,
+		},
+		{
+			MethodName: "ResumeModule",
+			Handler:    _Broker_ResumeModule_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
