@@ -69,7 +69,7 @@ func (f *follower) resync() {
 	for _, name := range f.local.names() {
 		in, ok := attached[name]
 		if id, open := f.local.has(name); open && (!ok || id != in.ID) {
-			f.local.close(name)
+			f.local.close(name, connGrace)
 		}
 	}
 }
@@ -96,7 +96,7 @@ func (f *follower) apply(ev broker.NamespaceEvent) {
 	case broker.NamespaceDetached, broker.NamespaceGone:
 		delete(f.known, in.Name)
 		log.Info("namespace "+ev.Kind.String(), "reason", errText(ev.Err, in.Reason))
-		if f.local != nil && f.local.close(in.Name) {
+		if f.local != nil && f.local.close(in.Name, connGrace) {
 			log.Debug("local socket closed")
 		}
 		f.m.forget(in.Name)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/nsbroker/nsbroker/broker"
 	"github.com/nsbroker/nsbroker/nsmgr"
@@ -36,7 +37,7 @@ func (ls *localSockets) ensure(in broker.Info) error {
 		return nil
 	}
 	if ok {
-		ls.close(in.Name) // the name now means another namespace
+		ls.close(in.Name, connGrace) // the name now means another namespace
 	}
 	ln, err := listenIn(in, ls.name)
 	if err != nil {
@@ -75,19 +76,30 @@ func listenIn(in broker.Info, name string) (net.Listener, error) {
 	return ln, nil
 }
 
-// close closes the namespace's socket and cuts its connections; false if
-// it had none.
-func (ls *localSockets) close(name string) bool {
+// connGrace is how long the connections of a closed local socket live on:
+// the namespace's streams are ending with their status (ABORTED, the
+// namespace is gone), and cutting the connection first would turn that
+// into UNAVAILABLE with no reason.
+const connGrace = time.Second
+
+// close closes the namespace's socket at once and cuts its connections
+// after grace; false if it had none.
+func (ls *localSockets) close(name string, grace time.Duration) bool {
 	ls.mu.Lock()
 	s, ok := ls.open[name]
 	delete(ls.open, name)
 	ls.gauge(len(ls.open))
 	ls.mu.Unlock()
-	if ok {
-		s.ln.Close()
-		s.conns.closeAll()
+	if !ok {
+		return false
 	}
-	return ok
+	s.ln.Close()
+	if grace <= 0 {
+		s.conns.closeAll()
+	} else {
+		time.AfterFunc(grace, func() { s.conns.closeAll() })
+	}
+	return true
 }
 
 // has reports whether name has an open socket, in which namespace.
@@ -112,9 +124,9 @@ func (ls *localSockets) names() []string {
 	return out
 }
 
-// closeAll closes every socket.
+// closeAll closes every socket and cuts every connection now.
 func (ls *localSockets) closeAll() {
 	for _, n := range ls.names() {
-		ls.close(n)
+		ls.close(n, 0)
 	}
 }

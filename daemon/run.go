@@ -93,8 +93,6 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	if err != nil {
 		return err
 	}
-	d.serve(lis)
-
 	// Follow the attached namespaces before attaching any.
 	followCtx, stopFollowing := context.WithCancel(context.Background())
 	followed := make(chan struct{})
@@ -111,6 +109,10 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 			err = fmt.Errorf("discover: %w", err)
 		}
 	}
+	// Served only now: a client reconnecting after a restart finds the
+	// namespaces it had, not NOT_FOUND. Until then, connections wait in
+	// the listeners' backlogs.
+	d.serve(lis)
 
 	if err == nil {
 		d.log.Info("nsbrokerd serving", append(lis.logAttrs(), "local_socket", cfg.LocalSocket)...)

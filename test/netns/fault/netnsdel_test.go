@@ -22,8 +22,8 @@ const endBound = 2 * time.Second
 // while a process inside every namespace publishes. The deleted
 // namespace's subscriptions, its tenant's and the admin's, end within
 // endBound with ABORTED and a message saying the namespace is gone (the
-// tenant's may instead end with UNAVAILABLE as its connection is cut); the
-// publisher there keeps the namespace itself alive, so only the name's
+// daemon cuts the tenant's connection only after its streams had time to
+// end so); the publisher there keeps the namespace itself alive, so only the name's
 // removal tells the daemon. The subscribers of the other namespaces
 // receive every event their publishers published, before, during and
 // after the deletion, in order and with no gap.
@@ -83,16 +83,9 @@ func TestIntegrationNetnsDelUnderLoad(t *testing.T) {
 		}
 		st := status.Convert(g.err)
 		saysGone := st.Code() == codes.Aborted && strings.Contains(st.Message(), "namespace gone") && strings.Contains(st.Message(), gone.name)
-		// The tenant's connection came through the namespace's local
-		// socket, which the daemon closes with its connections: the cut
-		// may overtake the status (UNAVAILABLE, as docs/api.md allows).
-		cut := s.tenant && st.Code() == codes.Unavailable
-		if !saysGone && !cut {
-			want := fmt.Sprintf("%v saying namespace %s is gone", codes.Aborted, gone.name)
-			if s.tenant {
-				want += fmt.Sprintf(", or %v (connection cut)", codes.Unavailable)
-			}
-			t.Errorf("%s: stream ended with %v %q, want %s", s.who, st.Code(), st.Message(), want)
+		if !saysGone {
+			t.Errorf("%s: stream ended with %v %q, want %v saying namespace %s is gone",
+				s.who, st.Code(), st.Message(), codes.Aborted, gone.name)
 		}
 		checkConsecutive(t, s.who, g, gone, 1)
 	}
