@@ -57,7 +57,7 @@ func TestIntegrationBench(t *testing.T) {
 			}
 			counts = append(counts, n)
 		}
-		profile(t, "scale", func() { measureScale(t, e, res, counts) })
+		measureScale(t, e, res, counts) // profiles each step itself
 		printJSON(t, res)
 	}
 	fmt.Println(res.Markdown())
@@ -88,14 +88,34 @@ func profile(t *testing.T, name string, fn func()) {
 	}
 	fn()
 	pprof.StopCPUProfile()
+	printProfile(name, b.Bytes())
+}
+
+// printProfile prints a profile, base64, between marker lines.
+func printProfile(name string, p []byte) {
 	fmt.Printf("%s%s\n", profileBegin, name)
-	enc := base64.StdEncoding.EncodeToString(b.Bytes())
+	enc := base64.StdEncoding.EncodeToString(p)
 	for len(enc) > 0 {
 		n := min(len(enc), 76)
 		fmt.Println(enc[:n])
 		enc = enc[n:]
 	}
 	fmt.Println(profileEnd)
+}
+
+// heapProfile prints the heap profile (live objects after a GC), base64,
+// between the same marker lines as the CPU profiles.
+func heapProfile(t *testing.T, name string) {
+	if !*profiles {
+		return
+	}
+	runtime.GC()
+	var b bytes.Buffer
+	if err := pprof.Lookup("heap").WriteTo(&b, 0); err != nil {
+		t.Logf("no heap profile %s: %v", name, err)
+		return
+	}
+	printProfile(name, b.Bytes())
 }
 
 func kernelRelease() string {

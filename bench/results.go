@@ -94,9 +94,13 @@ type Scale struct {
 	RSSPerNsKiB     float64 `json:"rss_per_ns_kib"`
 	GoroutinesPerNs float64 `json:"goroutines_per_ns"`
 	SlabPerNsKiB    float64 `json:"slab_per_ns_kib"`
-	EchoP50us       float64 `json:"echo_p50_us"`
-	EchoOneP50us    float64 `json:"echo_one_p50_us"`
-	Err             string  `json:"error,omitempty"`
+	// HeapPerNsKiB and StackPerNsKiB split the Go runtime's part of the
+	// RSS: live heap (HeapInuse) and goroutine stacks (StackInuse).
+	HeapPerNsKiB  float64 `json:"heap_per_ns_kib"`
+	StackPerNsKiB float64 `json:"stack_per_ns_kib"`
+	EchoP50us     float64 `json:"echo_p50_us"`
+	EchoOneP50us  float64 `json:"echo_one_p50_us"`
+	Err           string  `json:"error,omitempty"`
 }
 
 // Results is everything one run measured, with where it ran.
@@ -165,9 +169,10 @@ func (r *Results) Markdown() string {
 		}
 	}
 	if len(r.Scale) > 0 {
-		b.WriteString("\n| namespaces | attach s | by hand s | RSS KiB/ns | goroutines/ns | slab KiB/ns | echo p50 µs | echo p50 µs (1 attached) | error |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		b.WriteString("\n| namespaces | attach s | by hand s | RSS KiB/ns | heap KiB/ns | stacks KiB/ns | goroutines/ns | slab KiB/ns | echo p50 µs | echo p50 µs (1 attached) | error |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, s := range r.Scale {
-			fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.1f | %.2f | %.1f | %.1f | %.1f | %s |\n", s.N, s.AttachSeconds, s.ByHandSeconds, s.RSSPerNsKiB, s.GoroutinesPerNs, s.SlabPerNsKiB, s.EchoP50us, s.EchoOneP50us, s.Err)
+			fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.1f | %s |\n", s.N, s.AttachSeconds, s.ByHandSeconds,
+				s.RSSPerNsKiB, s.HeapPerNsKiB, s.StackPerNsKiB, s.GoroutinesPerNs, s.SlabPerNsKiB, s.EchoP50us, s.EchoOneP50us, s.Err)
 		}
 	}
 	for _, n := range r.Notes {

@@ -26,6 +26,11 @@ const scaleEchoes = 300
 // records what that costs. The daemon runs in this process, so its RSS and
 // goroutines are this process's, measured after a GC with nothing else
 // running.
+//
+// Each count's attach loop and echo loop are profiled on their own
+// (profiles scale-attach-N and scale-echo-N), and the heap after attaching
+// (scale-heap-N), so that what an echo costs with N attached is not hidden
+// in the cost of creating and attaching the namespaces.
 func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 	admin := e.adminClient(t)
 	ctx := context.Background()
@@ -39,7 +44,7 @@ func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 	for _, n := range counts {
 		s := Scale{N: n}
 		s.EchoOneP50us = echo()
-		if err := scaleOnce(e, admin, n, &s, echo); err != nil {
+		if err := scaleOnce(t, e, admin, n, &s, echo); err != nil {
 			s.Err = err.Error()
 		}
 		res.Scale = append(res.Scale, s)
@@ -48,7 +53,7 @@ func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 
 // scaleOnce creates n namespaces, opens their sockets by hand, attaches
 // them, measures the echo latency, and detaches and deletes them again.
-func scaleOnce(e *env, admin nsbrokerv1.BrokerClient, n int, s *Scale, echo func() float64) error {
+func scaleOnce(t *testing.T, e *env, admin nsbrokerv1.BrokerClient, n int, s *Scale, echo func() float64) error {
 	ctx := context.Background()
 	names := make([]string, 0, n)
 	nss := make([]*nsmgr.Namespace, 0, n)
@@ -96,32 +101,56 @@ func scaleOnce(e *env, admin nsbrokerv1.BrokerClient, n int, s *Scale, echo func
 		c()
 	}
 
-	rss0, g0 := settle()
+	m0 := settle()
 	slab0 := slabKiB()
-	start = time.Now()
-	for _, name := range names {
-		if _, err := admin.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: name, Ref: &nsbrokerv1.NamespaceRef{Kind: &nsbrokerv1.NamespaceRef_Name{Name: name}}}); err != nil {
-			return fmt.Errorf("attaching %s: %w", name, err)
+	var attachErr error
+	profile(t, fmt.Sprintf("scale-attach-%d", n), func() {
+		start = time.Now()
+		for _, name := range names {
+			if _, err := admin.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: name, Ref: &nsbrokerv1.NamespaceRef{Kind: &nsbrokerv1.NamespaceRef_Name{Name: name}}}); err != nil {
+				attachErr = fmt.Errorf("attaching %s: %w", name, err)
+				return
+			}
 		}
+		s.AttachSeconds = time.Since(start).Seconds()
+	})
+	if attachErr != nil {
+		return attachErr
 	}
-	s.AttachSeconds = time.Since(start).Seconds()
-	rss1, g1 := settle()
+	m1 := settle()
 	slab1 := slabKiB()
-	s.RSSPerNsKiB = float64(rss1-rss0) / float64(n)
-	s.GoroutinesPerNs = float64(g1-g0) / float64(n)
-	s.SlabPerNsKiB = float64(slab1-slab0) / float64(n)
-	s.EchoP50us = echo()
+	perNs := func(a, b int64) float64 { return float64(b-a) / float64(n) }
+	s.RSSPerNsKiB = perNs(m0.rssKiB, m1.rssKiB)
+	s.HeapPerNsKiB = perNs(m0.heapKiB, m1.heapKiB)
+	s.StackPerNsKiB = perNs(m0.stackKiB, m1.stackKiB)
+	s.GoroutinesPerNs = perNs(int64(m0.goroutines), int64(m1.goroutines))
+	s.SlabPerNsKiB = perNs(slab0, slab1)
+	heapProfile(t, fmt.Sprintf("scale-heap-%d", n))
+	profile(t, fmt.Sprintf("scale-echo-%d", n), func() { s.EchoP50us = echo() })
 	return nil
 }
 
+// memory is what settle measures.
+type memory struct {
+	rssKiB, heapKiB, stackKiB int64
+	goroutines                int
+}
+
 // settle collects garbage, returns memory to the kernel and gives the
-// daemon's goroutines time to park, then returns RSS in KiB and the
-// number of goroutines.
-func settle() (rssKiB int64, goroutines int) {
+// daemon's goroutines time to park, then measures RSS, the Go heap and
+// stacks in use, and the goroutines.
+func settle() memory {
 	time.Sleep(200 * time.Millisecond)
 	runtime.GC()
 	debug.FreeOSMemory()
-	return statusKiB("/proc/self/status", "VmRSS:"), runtime.NumGoroutine()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return memory{
+		rssKiB:     statusKiB("/proc/self/status", "VmRSS:"),
+		heapKiB:    int64(ms.HeapInuse >> 10),
+		stackKiB:   int64(ms.StackInuse >> 10),
+		goroutines: runtime.NumGoroutine(),
+	}
 }
 
 // slabKiB is the kernel's slab memory.

@@ -10,7 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nsbroker/nsbroker/family"
 	"github.com/nsbroker/nsbroker/nsmgr"
@@ -19,7 +22,8 @@ import (
 // Config tunes a Broker. The zero value of every field means its default.
 type Config struct {
 	// Unit is the module's netlink unit; 0 reads it from
-	// /sys/module/nsbroker/parameters/unit at every dial.
+	// /sys/module/nsbroker/parameters/unit, again only after a dial
+	// failed or the module was seen unloaded or reloaded.
 	Unit int
 	// QueueLen bounds each subscriber's queue in events (default 1024).
 	QueueLen int
@@ -33,10 +37,20 @@ type Config struct {
 	RetryInterval time.Duration
 	// Dial opens a connection in a namespace (default: a netlink socket).
 	Dial DialFunc
-	// ModuleLoaded reports whether the module is loaded (default: its
-	// sysfs directory exists). Recovery after Release waits for it to go
-	// false and then true again.
+	// ModuleLoaded reports whether the module is loaded. Recovery after
+	// Release waits for it to go false and then true again. Ignored when
+	// ModuleIdentity is set.
 	ModuleLoaded func() bool
+	// ModuleIdentity reports whether the module is loaded and, if it is,
+	// an identity that differs at every load (0: unknown). Recovery after
+	// Release also ends when the identity changes, which catches an unload
+	// and reload quicker than the broker looks. Default, when ModuleLoaded
+	// is not set either: the inode number of /sys/module/nsbroker, which
+	// the kernel allocates anew for every load.
+	ModuleIdentity func() (id uint64, loaded bool)
+
+	// readUnit reads the loaded module's unit (tests replace it).
+	readUnit func() (int, error)
 }
 
 func (c *Config) withDefaults() Config {
@@ -59,8 +73,16 @@ func (c *Config) withDefaults() Config {
 	if cfg.Dial == nil {
 		cfg.Dial = dialFamily
 	}
-	if cfg.ModuleLoaded == nil {
-		cfg.ModuleLoaded = moduleLoaded
+	switch {
+	case cfg.ModuleIdentity != nil:
+	case cfg.ModuleLoaded != nil:
+		loaded := cfg.ModuleLoaded
+		cfg.ModuleIdentity = func() (uint64, bool) { return 0, loaded() }
+	default:
+		cfg.ModuleIdentity = moduleIdentity
+	}
+	if cfg.readUnit == nil {
+		cfg.readUnit = readUnit
 	}
 	return cfg
 }
@@ -72,9 +94,21 @@ func moduleLoaded() bool {
 	return err == nil
 }
 
+// moduleIdentity is the default Config.ModuleIdentity: kernfs numbers the
+// inodes of its directories from a cyclic counter, so the module's sysfs
+// directory gets a new inode number at every load.
+func moduleIdentity() (uint64, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(moduleDir, &st); err != nil {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
 // ErrModuleMissing: the nsbroker module is not loaded.
 var ErrModuleMissing = errors.New("nsbroker module not loaded")
 
+// readUnit reads the loaded module's netlink unit from sysfs.
 func readUnit() (int, error) {
 	b, err := os.ReadFile(filepath.Join(moduleDir, "parameters/unit"))
 	if errors.Is(err, os.ErrNotExist) {
@@ -116,11 +150,23 @@ type Broker struct {
 
 	mu         sync.Mutex // guards the fields below
 	byName     map[string]*nsConn
+	byID       map[nsmgr.ID]*nsConn // the same namespaces, by identity
 	watchers   map[*nsWatcher]struct{}
 	dirWatches map[string]*dirWatch
-	held       bool // released: wait for the module to be reloaded
-	sawAbsent  bool // while held: the module was seen unloaded
+	held       bool   // released: wait for the module to be reloaded
+	sawAbsent  bool   // while held: the module was seen unloaded
+	heldID     uint64 // while held: the module identity at Release
 	closed     bool
+
+	// unavailable counts the attached namespaces without a connection
+	// (nsConn.lockedCountDown), so that the recovery loop does not walk
+	// thousands of connected ones at every tick.
+	unavailable atomic.Int64
+
+	// unit is the module's unit read at the last dial, 0 when it must be
+	// read again.
+	unitMu sync.Mutex
+	unit   int
 }
 
 // New starts a Broker. A nil config means defaults.
@@ -130,6 +176,7 @@ func New(cfg *Config) *Broker {
 		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		byName:     make(map[string]*nsConn),
+		byID:       make(map[nsmgr.ID]*nsConn),
 		watchers:   make(map[*nsWatcher]struct{}),
 		dirWatches: make(map[string]*dirWatch),
 	}
@@ -139,14 +186,58 @@ func New(cfg *Config) *Broker {
 }
 
 func (b *Broker) dialConn(ns *nsmgr.Namespace) (*family.Conn, error) {
-	unit := b.cfg.Unit
-	if unit == 0 {
-		var err error
-		if unit, err = readUnit(); err != nil {
-			return nil, err
-		}
+	if b.cfg.Unit != 0 {
+		return b.cfg.Dial(ns, b.cfg.Unit, b.cfg.ReadBuffer)
 	}
-	return b.cfg.Dial(ns, unit, b.cfg.ReadBuffer)
+	unit, cached, err := b.moduleUnit()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := b.cfg.Dial(ns, unit, b.cfg.ReadBuffer)
+	if err == nil || !cached {
+		if err != nil {
+			b.forgetUnit()
+		}
+		return conn, err
+	}
+	// The module may have been reloaded with another unit since it was
+	// read: read it again, and retry if it changed.
+	b.forgetUnit()
+	fresh, _, uerr := b.moduleUnit()
+	if uerr != nil {
+		return nil, uerr
+	}
+	if fresh == unit {
+		return nil, err
+	}
+	conn, err = b.cfg.Dial(ns, fresh, b.cfg.ReadBuffer)
+	if err != nil {
+		b.forgetUnit()
+	}
+	return conn, err
+}
+
+// moduleUnit returns the module's unit, read from sysfs unless a previous
+// dial read it (cached).
+func (b *Broker) moduleUnit() (unit int, cached bool, err error) {
+	b.unitMu.Lock()
+	defer b.unitMu.Unlock()
+	if b.unit != 0 {
+		return b.unit, true, nil
+	}
+	unit, err = b.cfg.readUnit()
+	if err != nil {
+		return 0, false, err
+	}
+	b.unit = unit
+	return unit, false, nil
+}
+
+// forgetUnit makes the next dial read the unit again.
+func (b *Broker) forgetUnit() {
+	b.unitMu.Lock()
+	b.unit = 0
+	b.unitMu.Unlock()
 }
 
 // DefaultName is the name a namespace is attached under when none is
@@ -182,15 +273,14 @@ func (b *Broker) Attach(ctx context.Context, name string, ref nsmgr.Ref) (Info, 
 		ns.Close()
 		return Info{}, opError("attach", name, ErrExists)
 	}
-	for _, other := range b.byName {
-		if other.ns.ID() == ns.ID() {
-			b.mu.Unlock()
-			ns.Close()
-			return Info{}, opError("attach", name, fmt.Errorf("%w as %q", ErrExists, other.name))
-		}
+	if other, ok := b.byID[ns.ID()]; ok {
+		b.mu.Unlock()
+		ns.Close()
+		return Info{}, opError("attach", name, fmt.Errorf("%w as %q", ErrExists, other.name))
 	}
 	c := newNSConn(b, name, ns)
 	b.byName[name] = c
+	b.byID[ns.ID()] = c
 	held := b.held
 	b.mu.Unlock()
 
@@ -237,6 +327,7 @@ func (b *Broker) remove(c *nsConn, why error) {
 		return
 	}
 	delete(b.byName, c.name)
+	delete(b.byID, c.ns.ID())
 	announced := c.announced
 	b.mu.Unlock()
 	in := c.info()
@@ -377,12 +468,14 @@ func normalizeGroups(groups []uint32) ([]uint32, error) {
 // Release closes every connection to the module so that it can be
 // unloaded. Subscriptions stay open: they see a gap, and events again once
 // the broker has re-dialed. The broker re-dials after it has seen the
-// module unloaded and loaded again, or when Resume is called. It looks
-// every RetryInterval: an unload and reload quicker than that goes unseen,
-// and the broker then waits for Resume.
+// module unloaded and loaded again, or loaded with another identity than
+// at Release (Config.ModuleIdentity; the default tells every load apart,
+// so an unload and reload between two looks is seen too), or when Resume
+// is called.
 func (b *Broker) Release() {
+	id, _ := b.cfg.ModuleIdentity()
 	b.mu.Lock()
-	b.held, b.sawAbsent = true, false
+	b.held, b.sawAbsent, b.heldID = true, false, id
 	conns := b.lockedConns()
 	b.mu.Unlock()
 	for _, c := range conns {
@@ -422,6 +515,7 @@ func (b *Broker) recover() {
 	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.RetryInterval)
 	defer t.Stop()
+	var seenID uint64 // module identity at the last look
 	for {
 		select {
 		case <-b.done:
@@ -429,16 +523,26 @@ func (b *Broker) recover() {
 		case <-b.wake:
 		case <-t.C:
 		}
+		id, loaded := b.cfg.ModuleIdentity()
+		if !loaded || id != seenID {
+			// Unloaded or reloaded: its unit may change.
+			b.forgetUnit()
+			seenID = id
+		}
 		b.mu.Lock()
-		loaded := b.cfg.ModuleLoaded()
 		if b.held {
+			reloaded := id != 0 && b.heldID != 0 && id != b.heldID
 			if !loaded {
 				b.sawAbsent = true
-			} else if b.sawAbsent {
+			} else if b.sawAbsent || reloaded {
 				b.held = false
 			}
 		}
 		held := b.held
+		if held || !loaded || b.unavailable.Load() == 0 {
+			b.mu.Unlock()
+			continue
+		}
 		// A namespace still being attached is dialed by Attach itself.
 		var conns []*nsConn
 		for _, c := range b.byName {
@@ -447,9 +551,6 @@ func (b *Broker) recover() {
 			}
 		}
 		b.mu.Unlock()
-		if held || !loaded {
-			continue
-		}
 		for _, c := range conns {
 			c.mu.Lock()
 			down := c.conn == nil && c.closed == nil
@@ -478,6 +579,7 @@ func (b *Broker) Close() error {
 	b.closed = true
 	conns := b.lockedConns()
 	b.byName = map[string]*nsConn{}
+	b.byID = map[nsmgr.ID]*nsConn{}
 	watchers := b.watchers
 	b.watchers = map[*nsWatcher]struct{}{}
 	dirs := b.dirWatches

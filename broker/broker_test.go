@@ -459,6 +459,13 @@ func TestAttachTwiceRefused(t *testing.T) {
 	if _, err := b.Attach(context.Background(), "x", nsmgr.Ref{Path: "/etc/hostname"}); !errors.Is(err, nsmgr.ErrNotNetns) {
 		t.Fatalf("Attach of a regular file = %v, want nsmgr.ErrNotNetns", err)
 	}
+	// Once detached, the namespace may be attached under another name.
+	if err := b.Detach(names[0]); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := b.Attach(context.Background(), "other", nsmgr.Ref{Path: path}); err != nil || in.Name != "other" {
+		t.Fatalf("Attach under another name after Detach = %+v, %v; want attached as \"other\"", in, err)
+	}
 }
 
 func TestModuleMissingThenLoaded(t *testing.T) {

@@ -321,3 +321,67 @@ func TestIntegrationReleaseReloadRecovers(t *testing.T) {
 	wantMessage(t, ev, 9, 3)
 	t.Logf("after reload: gap 1..2 (module-reloaded), then seq 3 in epoch %d", ev.Epoch)
 }
+
+// TestIntegrationQuickReloadEndsRelease: an rmmod and insmod that no look
+// of the broker sees (a look waits while the test reloads) end the
+// Release, because the module's sysfs directory, and so the default module
+// identity, is new after every load.
+func TestIntegrationQuickReloadEndsRelease(t *testing.T) {
+	testenv.RequireModule(t)
+	modPath := os.Getenv("NSB_MODULE")
+	image, err := os.ReadFile(modPath)
+	if err != nil {
+		t.Fatalf("read the module image (NSB_MODULE=%q): %v", modPath, err)
+	}
+	// The default identity, but a look waits while the test reloads.
+	var reloading sync.Mutex
+	identity := func() (uint64, bool) {
+		reloading.Lock()
+		defer reloading.Unlock()
+		return moduleIdentity()
+	}
+	b := New(&Config{RetryInterval: time.Hour, ModuleIdentity: identity})
+	defer b.Close()
+	name, _ := newNamed(t)
+	if _, err := b.Attach(context.Background(), name, nsmgr.Ref{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	before, loaded := moduleIdentity()
+	if !loaded || before == 0 {
+		t.Fatalf("module identity before the reload: want loaded with an inode, got %d, %v", before, loaded)
+	}
+	b.Release()
+	waitState(t, b, name, StateUnavailable)
+	t.Cleanup(func() {
+		if !moduleLoaded() {
+			unix.InitModule(image, "")
+		}
+	})
+	reload := func() error {
+		reloading.Lock()
+		defer reloading.Unlock()
+		if err := unix.DeleteModule("nsbroker", 0); err != nil {
+			return fmt.Errorf("rmmod after Release: %w", err)
+		}
+		if err := unix.InitModule(image, ""); err != nil {
+			return fmt.Errorf("insmod: %w", err)
+		}
+		return nil
+	}
+	if err := reload(); err != nil {
+		t.Fatal(err)
+	}
+	after, loaded := moduleIdentity()
+	if !loaded || after == before {
+		t.Fatalf("module identity after the reload: want loaded and not %d, got %d, %v", before, after, loaded)
+	}
+	b.kickRecovery() // a look after the reload
+	waitState(t, b, name, StateReady)
+	b.mu.Lock()
+	sawAbsent := b.sawAbsent
+	b.mu.Unlock()
+	if sawAbsent {
+		t.Fatal("the broker saw the module absent; the test means it never does")
+	}
+	t.Logf("module identity %d before the reload, %d after", before, after)
+}

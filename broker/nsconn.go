@@ -59,9 +59,12 @@ type nsConn struct {
 	pending  map[uint32]chan reply
 	groups   [family.Groups + 1]groupState
 	subs     map[*subscriber]struct{}
+	// down says whether this namespace counts in Broker.unavailable.
+	down bool
 }
 
 func newNSConn(b *Broker, name string, ns *nsmgr.Namespace) *nsConn {
+	b.unavailable.Add(1)
 	return &nsConn{
 		b:        b,
 		name:     name,
@@ -71,6 +74,24 @@ func newNSConn(b *Broker, name string, ns *nsmgr.Namespace) *nsConn {
 		pending:  make(map[uint32]chan reply),
 		subs:     make(map[*subscriber]struct{}),
 		reason:   errors.New("not connected yet"),
+		down:     true,
+	}
+}
+
+// lockedCountDown keeps Broker.unavailable, the number of attached
+// namespaces without a connection, in step with c after c.conn or
+// c.closed changed; the recovery loop looks at them only while it is not
+// zero.
+func (c *nsConn) lockedCountDown() {
+	down := c.conn == nil && c.closed == nil
+	if down == c.down {
+		return
+	}
+	c.down = down
+	if down {
+		c.b.unavailable.Add(1)
+	} else {
+		c.b.unavailable.Add(-1)
 	}
 }
 
@@ -159,6 +180,7 @@ func (c *nsConn) finishDial(conn *family.Conn, instance uint64) error {
 	c.epoch++
 	c.reason = nil
 	c.conn, c.dialing = conn, nil
+	c.lockedCountDown()
 	return nil
 }
 
@@ -176,6 +198,7 @@ func (c *nsConn) disconnect(conn *family.Conn, why error) {
 		return
 	}
 	c.conn = nil
+	c.lockedCountDown()
 	c.reason = why
 	c.lockedFailPending(fmt.Errorf("%w: %v", ErrUnavailable, why))
 	for g := uint32(1); g <= family.Groups; g++ {
@@ -212,6 +235,7 @@ func (c *nsConn) close(why error) {
 	c.closed = why
 	conn, dialing := c.conn, c.dialing
 	c.conn, c.dialing = nil, nil
+	c.lockedCountDown()
 	c.lockedFailPending(fmt.Errorf("%w: %w", ErrDetached, why))
 	for s := range c.subs {
 		s.finish(why)
@@ -338,7 +362,7 @@ func (c *nsConn) dispatch(conn *family.Conn, ev *family.Event) {
 	}
 	gs.lastSeq, gs.known, gs.cause = ev.Seq, true, 0
 
-	out := Event{Kind: KindMessage, Namespace: c.name, Epoch: c.epoch, Message: *ev}
+	out := Event{Kind: KindMessage, Namespace: c.name, Epoch: c.epoch, Message: *ev, shared: &shared{}}
 	for s := range c.subs {
 		if !s.wants(ev.Group) {
 			continue
@@ -359,6 +383,26 @@ func (c *nsConn) request(ctx context.Context, typ uint16, data []byte) (family.M
 }
 
 func (c *nsConn) requestOn(ctx context.Context, conn *family.Conn, typ uint16, data []byte) (family.Message, error) {
+	seq, ch, err := c.sendOn(conn, typ, data)
+	if err != nil {
+		return family.Message{}, err
+	}
+	return c.wait(ctx, seq, ch)
+}
+
+// send sends a request on the current connection without waiting; the
+// reply arrives on the returned channel (see wait).
+func (c *nsConn) send(typ uint16, data []byte) (uint32, chan reply, error) {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	return c.sendOn(conn, typ, data)
+}
+
+// sendOn files a pending request under a fresh sequence number and sends
+// it on conn. Filing it first lets the reader, which may see the reply
+// before SendSeq returns, always find it.
+func (c *nsConn) sendOn(conn *family.Conn, typ uint16, data []byte) (uint32, chan reply, error) {
 	seq := c.nextSeq()
 	ch := make(chan reply, 1)
 
@@ -366,19 +410,24 @@ func (c *nsConn) requestOn(ctx context.Context, conn *family.Conn, typ uint16, d
 	switch {
 	case c.closed != nil:
 		c.mu.Unlock()
-		return family.Message{}, fmt.Errorf("%w: %w", ErrDetached, c.closed)
+		return 0, nil, fmt.Errorf("%w: %w", ErrDetached, c.closed)
 	case conn == nil || (c.conn != conn && c.dialing != conn):
 		reason := c.reason
 		c.mu.Unlock()
-		return family.Message{}, fmt.Errorf("%w: %v", ErrUnavailable, reason)
+		return 0, nil, fmt.Errorf("%w: %v", ErrUnavailable, reason)
 	}
 	c.pending[seq] = ch
 	c.mu.Unlock()
 
 	if err := conn.SendSeq(seq, typ, data); err != nil {
 		c.forget(seq)
-		return family.Message{}, err
+		return 0, nil, err
 	}
+	return seq, ch, nil
+}
+
+// wait returns the reply to request seq, or gives up on it when ctx ends.
+func (c *nsConn) wait(ctx context.Context, seq uint32, ch chan reply) (family.Message, error) {
 	select {
 	case r := <-ch:
 		return r.msg, r.err

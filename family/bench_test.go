@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // The encoders and decoders are on every request and event the broker
@@ -79,4 +82,50 @@ func BenchmarkDecodeEchoReply(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRealSocketRoundTrip sends a request on a real rtnetlink socket
+// and receives the kernel's answer (a rejection of an unknown type), once
+// through Conn.Send and Conn.Receive (direct sendto and one recvmsg) and
+// once through netlink.Conn, which they replaced (a goroutine per sendmsg
+// and recvmsg, and a MSG_PEEK recvmsg before every read).
+func BenchmarkRealSocketRoundTrip(b *testing.B) {
+	const unknownType = 0x3fff
+	body := EncodeStats()
+	b.Run("Conn", func(b *testing.B) {
+		c, err := dial(unix.NETLINK_ROUTE, &Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		b.ReportAllocs()
+		for b.Loop() {
+			seq, err := c.Send(unknownType, 0, body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			msgs, err := c.Receive()
+			if err != nil || len(msgs) != 1 || msgs[0].Seq != seq {
+				b.Fatalf("want the rejection of seq %d, got %+v, %v", seq, msgs, err)
+			}
+		}
+	})
+	b.Run("netlink.Conn", func(b *testing.B) {
+		c, err := dial(unix.NETLINK_ROUTE, &Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		b.ReportAllocs()
+		for b.Loop() {
+			m, err := c.nc.Send(netlink.Message{Header: netlink.Header{Type: unknownType, Flags: netlink.Request}, Data: body})
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, err = c.nc.Receive()
+			if r, ok := rejection(err); !ok || r.Seq != m.Header.Sequence {
+				b.Fatalf("want the rejection of seq %d, got %v", m.Header.Sequence, err)
+			}
+		}
+	})
 }

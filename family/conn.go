@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -64,6 +65,9 @@ type Message struct {
 // read while waiting.
 type Conn struct {
 	nc *netlink.Conn
+	// raw is the socket's descriptor for sendDatagram and readDatagram;
+	// nil for a fake socket, which is used through nc.
+	raw syscall.RawConn
 	// seq is the last sequence number Send used.
 	seq atomic.Uint32
 	// syncMu serialises the synchronous helpers, so that each reads its own
@@ -157,7 +161,11 @@ func setReadBuffer(nc *netlink.Conn, n int) error {
 // NewConn wraps an open netlink connection, for example a fake from
 // mdlayher/netlink/nltest. Dial is what programs use.
 func NewConn(nc *netlink.Conn) *Conn {
-	return &Conn{nc: nc}
+	c := &Conn{nc: nc}
+	if rc, err := nc.SyscallConn(); err == nil {
+		c.raw = rc
+	}
+	return c
 }
 
 // Close closes the socket and unblocks a Receive in progress. Receive and
@@ -236,6 +244,12 @@ func (c *Conn) SendSeq(seq uint32, typ uint16, data []byte) error {
 }
 
 func (c *Conn) send(seq uint32, typ uint16, flags netlink.HeaderFlags, data []byte) error {
+	if c.raw != nil {
+		if err := sendDatagram(c.raw, typ, netlink.Request|flags, seq, data); err != nil {
+			return c.closedError("send", fmt.Errorf("nsbroker send: %w", err))
+		}
+		return nil
+	}
 	_, err := c.nc.Send(netlink.Message{
 		Header: netlink.Header{
 			Type:     netlink.HeaderType(typ),
@@ -267,6 +281,13 @@ func (c *Conn) nextSeq() uint32 {
 // (the socket stays usable), with a timeout after SetReadDeadline, or with
 // net.ErrClosed after Close.
 func (c *Conn) Receive() ([]Message, error) {
+	if c.raw != nil {
+		b, err := readDatagram(c.raw)
+		if err != nil {
+			return nil, c.closedError("receive", fmt.Errorf("nsbroker receive: %w", err))
+		}
+		return decodeDatagram(b)
+	}
 	nms, err := c.nc.Receive()
 	if err != nil {
 		if m, ok := rejection(err); ok {
@@ -307,18 +328,20 @@ func rejection(err error) (Message, bool) {
 	}, true
 }
 
-// decodeMessage decodes one received message by its type.
+// decodeMessage decodes one received message by its type. Payloads alias
+// nm.Data: both readDatagram and netlink.Conn give every datagram a buffer
+// of its own, which nothing reuses.
 func decodeMessage(nm netlink.Message) Message {
 	m := Message{Seq: nm.Header.Sequence, Type: uint16(nm.Header.Type)}
 	switch m.Type {
 	case MsgEcho:
-		m.Reply, m.Err = reply(DecodeEchoReply(nm.Data))
+		m.Reply, m.Err = reply(decodeEchoReply(nm.Data, true))
 	case MsgPublish:
 		m.Reply, m.Err = reply(DecodePublishReply(nm.Data))
 	case MsgStats:
 		m.Reply, m.Err = reply(DecodeStats(nm.Data))
 	case MsgEvent:
-		m.Reply, m.Err = reply(DecodeEvent(nm.Data))
+		m.Reply, m.Err = reply(decodeEvent(nm.Data, true))
 	case unix.NLMSG_ERROR:
 		// netlink.Conn turns a non-zero errno into an error, so this is the
 		// acknowledgement a request with netlink.Acknowledge asked for.

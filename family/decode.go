@@ -14,30 +14,35 @@ import (
 // header's flags and reserved field are not checked: the module sets them
 // to zero, and a change in meaning would come with a new version.
 
-// DecodeEchoReply decodes the body of a MsgEcho reply.
-func DecodeEchoReply(b []byte) (*EchoReply, error) {
+// DecodeEchoReply decodes the body of a MsgEcho reply. The payload is a
+// copy: the reply does not alias b.
+func DecodeEchoReply(b []byte) (*EchoReply, error) { return decodeEchoReply(b, false) }
+
+// decodeEchoReply decodes an echo reply; with alias set, its payload is a
+// sub-slice of b, for a b that nobody reuses.
+func decodeEchoReply(b []byte, alias bool) (*EchoReply, error) {
 	const what = "ECHO reply"
-	ad, err := attributes(b, what)
+	it, err := iterBody(b, what)
 	if err != nil {
 		return nil, err
 	}
 	var r EchoReply
 	var s seen
-	for ad.Next() {
-		switch t := ad.Type(); t {
+	for it.next() {
+		switch t := it.typ; t {
 		case AttrPayload:
-			r.Payload = ad.Bytes()
+			r.Payload = it.bytes(alias)
 			s.add(t)
 		case AttrNetnsInum:
-			r.NetnsInum = ad.Uint32()
+			r.NetnsInum = it.u32()
 			s.add(t)
 		case AttrNetnsCookie:
-			r.NetnsCookie = ad.Uint64()
+			r.NetnsCookie = it.u64()
 			s.add(t)
 		}
 	}
-	if err := ad.Err(); err != nil {
-		return nil, malformed(what, err)
+	if it.err != nil {
+		return nil, malformed(what, it.err)
 	}
 	if err := s.require(what, attrNames, AttrNetnsInum, AttrNetnsCookie); err != nil {
 		return nil, err
@@ -48,27 +53,27 @@ func DecodeEchoReply(b []byte) (*EchoReply, error) {
 // DecodePublishReply decodes the body of a MsgPublish reply.
 func DecodePublishReply(b []byte) (*PublishReply, error) {
 	const what = "PUBLISH reply"
-	ad, err := attributes(b, what)
+	it, err := iterBody(b, what)
 	if err != nil {
 		return nil, err
 	}
 	var r PublishReply
 	var s seen
-	for ad.Next() {
-		switch t := ad.Type(); t {
+	for it.next() {
+		switch t := it.typ; t {
 		case AttrGroup:
-			r.Group = ad.Uint32()
+			r.Group = it.u32()
 			s.add(t)
 		case AttrSeq:
-			r.Seq = ad.Uint64()
+			r.Seq = it.u64()
 			s.add(t)
 		case AttrListeners:
-			r.Listeners = ad.Uint32() != 0
+			r.Listeners = it.u32() != 0
 			s.add(t)
 		}
 	}
-	if err := ad.Err(); err != nil {
-		return nil, malformed(what, err)
+	if it.err != nil {
+		return nil, malformed(what, it.err)
 	}
 	if err := s.require(what, attrNames, AttrGroup, AttrSeq, AttrListeners); err != nil {
 		return nil, err
@@ -76,39 +81,44 @@ func DecodePublishReply(b []byte) (*PublishReply, error) {
 	return &r, nil
 }
 
-// DecodeEvent decodes the body of a MsgEvent multicast.
-func DecodeEvent(b []byte) (*Event, error) {
+// DecodeEvent decodes the body of a MsgEvent multicast. The payload is a
+// copy: the event does not alias b.
+func DecodeEvent(b []byte) (*Event, error) { return decodeEvent(b, false) }
+
+// decodeEvent decodes an event; with alias set, its payload is a sub-slice
+// of b, for a b that nobody reuses.
+func decodeEvent(b []byte, alias bool) (*Event, error) {
 	const what = "EVENT"
-	ad, err := attributes(b, what)
+	it, err := iterBody(b, what)
 	if err != nil {
 		return nil, err
 	}
 	var e Event
 	var s seen
-	for ad.Next() {
-		switch t := ad.Type(); t {
+	for it.next() {
+		switch t := it.typ; t {
 		case AttrGroup:
-			e.Group = ad.Uint32()
+			e.Group = it.u32()
 			s.add(t)
 		case AttrSeq:
-			e.Seq = ad.Uint64()
+			e.Seq = it.u64()
 			s.add(t)
 		case AttrPayload:
-			e.Payload = ad.Bytes()
+			e.Payload = it.bytes(alias)
 			s.add(t)
 		case AttrNetnsInum:
-			e.NetnsInum = ad.Uint32()
+			e.NetnsInum = it.u32()
 			s.add(t)
 		case AttrSenderPortID:
-			e.SenderPortID = ad.Uint32()
+			e.SenderPortID = it.u32()
 			s.add(t)
 		case AttrTimestamp:
-			e.Timestamp = fromUnixNano(ad.Uint64())
+			e.Timestamp = fromUnixNano(it.u64())
 			s.add(t)
 		}
 	}
-	if err := ad.Err(); err != nil {
-		return nil, malformed(what, err)
+	if it.err != nil {
+		return nil, malformed(what, it.err)
 	}
 	err = s.require(what, attrNames, AttrGroup, AttrSeq, AttrPayload,
 		AttrNetnsInum, AttrSenderPortID, AttrTimestamp)

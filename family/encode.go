@@ -13,9 +13,8 @@ func EncodeEcho(payload []byte) ([]byte, error) {
 	if err := checkPayload(payload); err != nil {
 		return nil, err
 	}
-	return encode(func(ae *netlink.AttributeEncoder) {
-		ae.Bytes(AttrPayload, payload)
-	})
+	b := newBody(attrLen(len(payload)))
+	return appendAttr(b, AttrPayload, payload), nil
 }
 
 // EncodePublish returns the body of a publish request (MsgPublish) for
@@ -29,10 +28,9 @@ func EncodePublish(group uint32, payload []byte) ([]byte, error) {
 	if err := checkPayload(payload); err != nil {
 		return nil, err
 	}
-	return encode(func(ae *netlink.AttributeEncoder) {
-		ae.Uint32(AttrGroup, group)
-		ae.Bytes(AttrPayload, payload)
-	})
+	b := newBody(attrLen(4) + attrLen(len(payload)))
+	b = appendU32Attr(b, AttrGroup, group)
+	return appendAttr(b, AttrPayload, payload), nil
 }
 
 // EncodeStats returns the body of a stats request (MsgStats), which is the
@@ -43,7 +41,8 @@ func EncodeStats() []byte {
 }
 
 // encode returns a version-1 family header followed by the attributes fn
-// adds.
+// adds. The requests the broker sends on every call (EncodeEcho,
+// EncodePublish) are built directly into one buffer instead.
 func encode(fn func(ae *netlink.AttributeEncoder)) ([]byte, error) {
 	ae := netlink.NewAttributeEncoder()
 	fn(ae)

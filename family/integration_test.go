@@ -1,6 +1,7 @@
 package family
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -330,5 +331,48 @@ func TestIntegrationOverrunReportsDropped(t *testing.T) {
 	// is an event without listeners.
 	if want := uint64(events - got); st.Publish != events || st.Overrun < want || st.NoListener != 0 {
 		t.Errorf("Stats: want %d published, at least %d overruns and no NoListener, got %+v", events, want, st)
+	}
+}
+
+// TestIntegrationLargestDatagrams: Receive reads into a fixed buffer of
+// receiveBufferSize, so the largest datagrams the module sends must arrive
+// whole — an event with a PayloadMax payload and the rejection of a
+// publish of that size, which carries the request back — and a payload
+// must stay intact after the next receive reuses the buffer.
+func TestIntegrationLargestDatagrams(t *testing.T) {
+	unit := testenv.RequireModule(t)
+	ns := newNetns(t)
+	const group = 5
+	sub := dialModule(t, &Config{Unit: unit, NetNS: int(ns)})
+	pub := dialModule(t, &Config{Unit: unit, NetNS: int(ns)})
+	if err := sub.JoinGroup(group); err != nil {
+		t.Fatalf("JoinGroup: %v", err)
+	}
+	first, second := bytes.Repeat([]byte{'a'}, PayloadMax), bytes.Repeat([]byte{'b'}, PayloadMax)
+	for _, p := range [][]byte{first, second} {
+		if _, err := pub.Publish(group, p); err != nil {
+			t.Fatalf("Publish %d bytes: %v", len(p), err)
+		}
+	}
+	a := receiveEvent(t, sub)
+	b := receiveEvent(t, sub)
+	if a.Seq != 1 || !bytes.Equal(a.Payload, first) {
+		t.Errorf("first event after the second was received: want seq 1 with %d bytes of 'a', got seq %d with %d bytes, equal %v",
+			PayloadMax, a.Seq, len(a.Payload), bytes.Equal(a.Payload, first))
+	}
+	if b.Seq != 2 || !bytes.Equal(b.Payload, second) {
+		t.Errorf("second event: want seq 2 with %d bytes of 'b', got seq %d with %d bytes", PayloadMax, b.Seq, len(b.Payload))
+	}
+
+	seq, err := pub.Send(MsgPublish, 0, body(Version, attrU32(AttrGroup, 0), attrBytes(AttrPayload, first)))
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	msgs, err := pub.Receive()
+	if err != nil {
+		t.Fatalf("Receive the rejection of a %d-byte publish: %v", PayloadMax, err)
+	}
+	if len(msgs) != 1 || msgs[0].Seq != seq || !errors.Is(msgs[0].Err, unix.ERANGE) {
+		t.Fatalf("rejection of a %d-byte publish to group 0: want one ERANGE for seq %d, got %+v", PayloadMax, seq, msgs)
 	}
 }

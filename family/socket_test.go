@@ -1,6 +1,7 @@
 package family
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -139,5 +140,67 @@ func TestReceiveRealRejection(t *testing.T) {
 	}
 	if e.Errno != unix.EOPNOTSUPP || e.Seq != seq || msgs[0].Seq != seq {
 		t.Errorf("rejection: want EOPNOTSUPP for seq %d, got %+v (message seq %d)", seq, e, msgs[0].Seq)
+	}
+}
+
+// TestReceiveOneRecvmsgPerDatagram counts the recvmsg calls of Receive on
+// a real socket: one for a datagram already queued (the kernel answers
+// during sendmsg), where netlink.Conn without a fixed buffer makes two (a
+// MSG_PEEK to size the buffer, then the read); and one more, which finds
+// the socket empty, for a reader that has to wait.
+func TestReceiveOneRecvmsgPerDatagram(t *testing.T) {
+	c := dialRoute(t, nil)
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatalf("SetReadDeadline: %v", err)
+	}
+	const unknownType = 0x3fff
+	seq, err := c.Send(unknownType, 0, EncodeStats())
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	before := recvmsgCalls.Load()
+	msgs, err := c.Receive()
+	if err != nil || len(msgs) != 1 || msgs[0].Seq != seq {
+		t.Fatalf("Receive: want the rejection of seq %d, got %+v, %v", seq, msgs, err)
+	}
+	if n := recvmsgCalls.Load() - before; n != 1 {
+		t.Errorf("recvmsg calls for a queued datagram: want 1, got %d", n)
+	}
+
+	// A reader that waits: its first recvmsg finds nothing, the datagram
+	// sent meanwhile takes one more.
+	got := make(chan error, 1)
+	before = recvmsgCalls.Load()
+	go func() {
+		_, err := c.Receive()
+		got <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for recvmsgCalls.Load() == before { // until the reader has found the socket empty
+		if time.Now().After(deadline) {
+			t.Fatal("the reader made no recvmsg call within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := c.Send(unknownType, 0, EncodeStats()); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	if n := recvmsgCalls.Load() - before; n != 2 {
+		t.Errorf("recvmsg calls for a reader that waited: want 2, got %d", n)
+	}
+}
+
+// TestDecodeDatagramCutMessage: a message whose length runs past the
+// datagram is reported, not read out of bounds.
+func TestDecodeDatagramCutMessage(t *testing.T) {
+	b := make([]byte, 0, 64)
+	// One message whose length runs past the datagram.
+	b = binary.NativeEndian.AppendUint32(b, 64)
+	b = append(b, make([]byte, 12)...)
+	if _, err := decodeDatagram(b); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("decodeDatagram of a cut message: want ErrMalformed, got %v", err)
 	}
 }

@@ -44,8 +44,18 @@ func (s *Server) publish(ctx context.Context, id Identity, name string, req *nsb
 	return &nsbrokerv1.PublishResponse{Group: r.Group, Seq: r.Seq, Listeners: r.Listeners}, nil
 }
 
+// publishWindow bounds the publishes of one PublishStream waiting for the
+// module's reply.
+const publishWindow = 64
+
 // PublishStream publishes each request in order; the first failure ends
-// the stream.
+// the stream. Publishes are pipelined: up to publishWindow are sent before
+// the reply to the oldest is read, so a stream is not held to one round
+// trip per message. Replies are still read in order, and a request that
+// fails before it is sent (namespace, rate limit, payload) ends the stream
+// only after the publishes before it have been answered, so the error is
+// always that of the first failing message. A failure the module reports
+// may come after later messages were sent: those may have been published.
 func (s *Server) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.PublishRequest, nsbrokerv1.PublishStreamResponse]) error {
 	ctx := stream.Context()
 	id, err := s.authorize(ctx, rpcPublishStream)
@@ -53,9 +63,33 @@ func (s *Server) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.Publ
 		return err
 	}
 	sum := &nsbrokerv1.PublishStreamResponse{LastSeq: map[uint32]uint64{}}
+	inflight := make(chan *broker.PendingPublish, publishWindow) // oldest first
+	// settle waits for the oldest publish in flight and counts it.
+	settle := func() error {
+		r, err := (<-inflight).Wait(ctx)
+		if err != nil {
+			return ToStatus(err)
+		}
+		sum.Published++
+		sum.LastSeq[r.Group] = r.Seq
+		return nil
+	}
+	// fail ends the stream with err, unless a publish in flight, sent
+	// before the request that failed, failed first.
+	fail := func(err error) error {
+		for len(inflight) > 0 {
+			if serr := settle(); serr != nil {
+				return serr
+			}
+		}
+		return err
+	}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
+			if err := fail(nil); err != nil {
+				return err
+			}
 			return stream.SendAndClose(sum)
 		}
 		if err != nil {
@@ -63,14 +97,21 @@ func (s *Server) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.Publ
 		}
 		name, err := s.resolve(id, req.GetNamespace())
 		if err != nil {
-			return err
+			return fail(err)
 		}
-		r, err := s.publish(ctx, id, name, req)
+		if err := s.rates.allow(id); err != nil {
+			return fail(err)
+		}
+		if len(inflight) == cap(inflight) {
+			if err := settle(); err != nil {
+				return err
+			}
+		}
+		p, err := s.b.PublishAsync(name, req.GetGroup(), req.GetPayload())
 		if err != nil {
-			return err
+			return fail(ToStatus(err))
 		}
-		sum.Published++
-		sum.LastSeq[r.Group] = r.Seq
+		inflight <- p
 	}
 }
 

@@ -39,7 +39,9 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 		var err error
 		switch ev.Kind {
 		case broker.KindMessage:
-			err = stream.Send(eventToProto(ev))
+			// Converted once for all the streams of this event; each
+			// stream only marshals it.
+			err = stream.Send(ev.Shared(sharedEventToProto).(*nsbrokerv1.SubscribeResponse))
 		case broker.KindGap:
 			err = stream.Send(gapToProto(ev))
 		case broker.KindEnd:
@@ -51,6 +53,10 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 	}
 	return status.FromContextError(ctx.Err()).Err()
 }
+
+// sharedEventToProto is eventToProto for broker.Event.Shared: the result
+// is sent, read-only, on every stream of the event.
+func sharedEventToProto(ev broker.Event) any { return eventToProto(ev) }
 
 // subscriptionEnd is the status a subscription the broker ended ends its
 // stream with.

@@ -90,6 +90,14 @@ func (k *Kernel) Loaded() bool {
 	return k.loaded
 }
 
+// Identity is a broker Config.ModuleIdentity: whether the module counts
+// as loaded and its instance, which Reload changes, as the identity.
+func (k *Kernel) Identity() (uint64, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.instance, k.loaded
+}
+
 // OpenSockets counts the sockets not closed yet.
 func (k *Kernel) OpenSockets() int {
 	k.mu.Lock()

@@ -1,0 +1,54 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nsbroker/nsbroker/family"
+)
+
+// PendingPublish is a publish sent by PublishAsync whose reply has not
+// been read yet.
+type PendingPublish struct {
+	c    *nsConn
+	name string
+	seq  uint32
+	ch   chan reply
+}
+
+// PublishAsync sends a publish to group in the namespace and returns
+// without waiting for the module's reply; Wait returns it. It lets one
+// goroutine keep several publishes in flight: the module numbers events in
+// the order of the sends, so publishes sent one after the other by the
+// same goroutine are published in that order. A reply nobody waits for is
+// dropped when it arrives.
+func (b *Broker) PublishAsync(name string, group uint32, payload []byte) (*PendingPublish, error) {
+	data, err := family.EncodePublish(group, payload)
+	if err != nil {
+		return nil, opError("publish", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+	}
+	c, err := b.lookup(name)
+	if err != nil {
+		return nil, opError("publish", name, err)
+	}
+	seq, ch, err := c.send(family.MsgPublish, data)
+	if err != nil {
+		return nil, opError("publish", name, err)
+	}
+	return &PendingPublish{c: c, name: name, seq: seq, ch: ch}, nil
+}
+
+// Wait returns the reply to the publish, with the errors Publish returns,
+// or ctx's error if ctx ends first (the event may still be published).
+// Call it at most once.
+func (p *PendingPublish) Wait(ctx context.Context) (*family.PublishReply, error) {
+	m, err := p.c.wait(ctx, p.seq, p.ch)
+	if err != nil {
+		return nil, opError("publish", p.name, err)
+	}
+	r, ok := m.Reply.(*family.PublishReply)
+	if !ok {
+		return nil, opError("publish", p.name, fmt.Errorf("unexpected reply %T", m.Reply))
+	}
+	return r, nil
+}

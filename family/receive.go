@@ -1,0 +1,171 @@
+package family
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// On a real socket, Send and Receive use the descriptor directly rather
+// than netlink.Conn.Send and Receive: mdlayher/socket starts a goroutine
+// to watch for cancellation on every sendmsg and recvmsg, even with a
+// context that cannot be cancelled, which costs more than the syscall.
+// And for Receive, Without a fixed buffer size, netlink.Conn calls
+// recvmsg with MSG_PEEK|MSG_TRUNC to size a new buffer before every read;
+// with one (Config.MessageBufferSize) it takes its pooled buffer before it
+// waits for data, so each idle reader pins a buffer of the largest
+// datagram — one per attached namespace in the broker. readDatagram takes
+// a buffer only once the socket is readable and reads with one recvmsg.
+
+// receiveBufferSize is the buffer a datagram is read into. The largest
+// datagram the module sends is a rejection of a request with a PayloadMax
+// payload, which carries the request back (see
+// TestReceiveBufferFitsLargestDatagram); the rest is room for the extended
+// acknowledgement.
+const receiveBufferSize = 20 << 10
+
+// recvBufs holds the read buffers, shared by every Conn: only readers that
+// have data to read hold one.
+var recvBufs = sync.Pool{New: func() any {
+	b := make([]byte, receiveBufferSize)
+	return &b
+}}
+
+// recvmsgCalls counts readDatagram's recvmsg calls, for tests.
+var recvmsgCalls atomic.Uint64
+
+var errTruncated = errors.New("datagram larger than the receive buffer")
+
+// readDatagram waits until the socket is readable and returns the next
+// datagram, in a buffer of its own padded to the netlink alignment.
+func readDatagram(rc syscall.RawConn) ([]byte, error) {
+	var out []byte
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		bp := recvBufs.Get().(*[]byte)
+		defer recvBufs.Put(bp)
+		for {
+			recvmsgCalls.Add(1)
+			n, _, flags, _, err := unix.Recvmsg(int(fd), *bp, nil, unix.MSG_DONTWAIT)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return false // wait for data, holding no buffer
+			case err != nil:
+				rerr = os.NewSyscallError("recvmsg", err)
+			case flags&unix.MSG_TRUNC != 0:
+				rerr = errTruncated
+			default:
+				out = make([]byte, nlmsgAlign(n))
+				copy(out, (*bp)[:n])
+			}
+			return true
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, rerr
+}
+
+// sendDatagram sends one netlink message to the kernel: the header for
+// typ, flags and seq, then data, padded to the netlink alignment.
+func sendDatagram(rc syscall.RawConn, typ uint16, flags netlink.HeaderFlags, seq uint32, data []byte) error {
+	n := nlmsgAlign(unix.NLMSG_HDRLEN + len(data))
+	b := make([]byte, n)
+	binary.NativeEndian.PutUint32(b[0:], uint32(n))
+	binary.NativeEndian.PutUint16(b[4:], typ)
+	binary.NativeEndian.PutUint16(b[6:], uint16(flags))
+	binary.NativeEndian.PutUint32(b[8:], seq)
+	copy(b[unix.NLMSG_HDRLEN:], data)
+	kernel := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
+	var serr error
+	err := rc.Write(func(fd uintptr) bool {
+		for {
+			serr = unix.Sendto(int(fd), b, 0, kernel)
+			if serr != unix.EINTR {
+				return serr != unix.EAGAIN
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		return os.NewSyscallError("sendto", serr)
+	}
+	return nil
+}
+
+func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+
+// decodeDatagram decodes the messages of one datagram. An NLMSG_ERROR with
+// a non-zero errno becomes a rejection Message, as Receive reports it on
+// either path.
+func decodeDatagram(b []byte) ([]Message, error) {
+	var msgs []Message
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := nlmsgAlign(int(binary.NativeEndian.Uint32(b)))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return nil, fmt.Errorf("%w: netlink message of %d bytes in %d", ErrMalformed, l, len(b))
+		}
+		var nm netlink.Message
+		if err := nm.UnmarshalBinary(b[:l]); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+		b = b[l:]
+		if m, ok := errorMessage(nm); ok {
+			msgs = append(msgs, m)
+			continue
+		}
+		msgs = append(msgs, decodeMessage(nm))
+	}
+	return msgs, nil
+}
+
+// errorMessage converts an NLMSG_ERROR carrying an errno into a rejection:
+// struct nlmsgerr (the errno, the request's header and, unless capped, its
+// body), then, with NLM_F_ACK_TLVS, the extended acknowledgement.
+func errorMessage(nm netlink.Message) (Message, bool) {
+	if nm.Header.Type != netlink.Error || len(nm.Data) < 4 {
+		return Message{}, false
+	}
+	errno := -int32(binary.NativeEndian.Uint32(nm.Data))
+	if errno == 0 {
+		return Message{}, false // an acknowledgement
+	}
+	e := &Error{Errno: unix.Errno(errno), Seq: nm.Header.Sequence}
+	off := 4 + unix.NLMSG_HDRLEN
+	if nm.Header.Flags&netlink.AcknowledgeTLVs != 0 && len(nm.Data) >= off {
+		if nm.Header.Flags&netlink.Capped == 0 {
+			off = 4 + int(binary.NativeEndian.Uint32(nm.Data[4:]))
+		}
+		if off <= len(nm.Data) {
+			it := &attrIter{b: nm.Data[off:]}
+			for it.next() {
+				switch it.typ {
+				case unix.NLMSGERR_ATTR_MSG:
+					e.Message = string(trimNUL(it.data))
+				case unix.NLMSGERR_ATTR_OFFS:
+					e.Offset = int(it.u32())
+				}
+			}
+		}
+	}
+	return Message{Seq: nm.Header.Sequence, Type: unix.NLMSG_ERROR, Err: e}, true
+}
+
+func trimNUL(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return b
+}
