@@ -8,7 +8,7 @@
 
 # Go packages whose tests run in the guest, in this order. Missing packages
 # and packages without test files are skipped with a note.
-VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./isolation ./test/netns/cni
+VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./isolation ./test/netns/cni ./test/netns/fault ./test/netns/abuse
 # Commands built static and installed in the guest at /usr/local/bin (on
 # PATH for the tests and VM_CMD). Missing packages are skipped with a note.
 VM_BINS ?= ./cmd/nsbrokerd ./cmd/nsbrokerctl ./cmd/nsbroker-isolation-check ./cmd/nsbroker-cni
