@@ -56,50 +56,59 @@ func (s *subscriber) wake() {
 	}
 }
 
-// lockedRoom reports whether an event of n payload bytes fits.
+// lockedRoom reports whether an event of n payload bytes fits behind the
+// pending losses, which enter the queue with it as gaps.
 func (s *subscriber) lockedRoom(n int) bool {
-	return len(s.queue) < s.maxLen && (len(s.queue) == 0 || s.bytes+n <= s.maxBytes)
+	ahead := len(s.queue) + len(s.lost)
+	return ahead < s.maxLen && (ahead == 0 || s.bytes+n <= s.maxBytes)
 }
 
-// lockedFlushLost moves pending losses into the queue while there is room,
-// so they keep their place ahead of the events that follow them.
-func (s *subscriber) lockedFlushLost() {
-	for len(s.lost) > 0 && s.lockedRoom(0) {
-		s.queue = append(s.queue, Event{Kind: KindGap, Namespace: s.ns, Gap: s.lost[0]})
-		s.lost = s.lost[1:]
-	}
-}
-
-// lockedRecordLoss adds g to the pending losses, merging it into the last
-// one when they continue each other with the same reason.
+// lockedRecordLoss adds g to the pending losses. It extends the pending
+// loss of the same group instead when g continues it with the same reason:
+// nothing of that group was queued after it, so the merged range keeps its
+// place in the group's stream. A loss therefore stays one gap however many
+// events it spans, and the pending losses number at most one per group
+// and change of reason, whatever the bounds of the queue.
 func (s *subscriber) lockedRecordLoss(g Gap) {
-	s.lostEvents.Add(g.Count())
-	if n := len(s.lost); n > 0 {
-		last := &s.lost[n-1]
-		if last.Group == g.Group && last.Reason == g.Reason && last.To != 0 && last.To+1 == g.From {
+	if g.Reason == LossQueueFull { // QueueLost: the other losses are not the queue's
+		s.lostEvents.Add(g.Count())
+	}
+	for i := len(s.lost) - 1; i >= 0; i-- {
+		last := &s.lost[i]
+		if last.Group != g.Group {
+			continue
+		}
+		if last.Reason == g.Reason && last.To != 0 && last.To+1 == g.From {
 			last.To = g.To
 			return
 		}
+		break
 	}
 	s.lost = append(s.lost, g)
 }
 
-// push queues a message; it never blocks. It reports whether the message
-// was queued (false: counted as a queue-full loss).
+// push queues a message; it never blocks. The pending losses enter the
+// queue as gaps just ahead of it, and only together with it: a queue full
+// by bytes but not by count would otherwise take each dropped event as a
+// gap of its own. It reports whether the message was queued (false: it
+// was counted as a queue-full loss).
 func (s *subscriber) push(ev Event) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.end != nil {
 		return false
 	}
-	s.lockedFlushLost()
 	n := len(ev.Message.Payload)
-	if len(s.lost) > 0 || !s.lockedRoom(n) {
+	if !s.lockedRoom(n) {
 		seq := ev.Message.Seq
 		s.lockedRecordLoss(Gap{Group: ev.Message.Group, From: seq, To: seq, Reason: LossQueueFull})
 		s.wake()
 		return false
 	}
+	for _, g := range s.lost {
+		s.queue = append(s.queue, Event{Kind: KindGap, Namespace: s.ns, Gap: g})
+	}
+	s.lost = s.lost[:0]
 	s.queue = append(s.queue, ev)
 	s.bytes += n
 	s.wake()
@@ -107,6 +116,7 @@ func (s *subscriber) push(ev Event) bool {
 }
 
 // pushGap reports a loss that happened before the subscriber's next event.
+// It stays pending until that event is queued, or until the queue drains.
 func (s *subscriber) pushGap(g Gap) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -114,7 +124,6 @@ func (s *subscriber) pushGap(g Gap) {
 		return
 	}
 	s.lockedRecordLoss(g)
-	s.lockedFlushLost()
 	s.wake()
 }
 
