@@ -68,11 +68,6 @@ func TestIntegrationStats(t *testing.T) {
 	t.Logf("A (inode %d): %v; B (inode %d): %v; instances %d", sa.inum, sa.counters, sb.inum, sb.counters, sa.instances)
 }
 
-// TestIntegrationOverrun fills a member's receive buffer. The member learns
-// of the loss (ENOBUFS, then a gap in the sequence numbers) and, as the ABI
-// header documents them, the group still had a member (NSB_A_LISTENERS 1)
-// and each event that member's buffer dropped counts as OVERRUN, not as
-// NO_LISTENER.
 // TestIntegrationOverrun fills a member's receive buffer. With
 // NETLINK_BROADCAST_ERROR set, the module learns of each loss and counts
 // it as OVERRUN with LISTENERS 1; without it, netlink hides the loss from
