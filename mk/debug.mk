@@ -16,11 +16,11 @@ DEBUG_KERNEL_IMAGE = $(DEBUG_KDIR)/arch/x86/boot/bzImage
 # KASAN's shadow memory and quarantine need more than the default guest RAM.
 DEBUG_QEMU_MEM ?= 2048
 
-# The fuzzer: datagrams to send, the seed (empty: a new one each run) and
-# more test flags (e.g. -nlfuzz.senders=6). Its time limit in the guest, in
-# seconds: the fuzzer stops 90 s before it, with the count it reached, to
-# finish its checks in time. (About 670 datagrams/s on two idle cores: a
-# million take 25 min.)
+# The fuzzer: requests to hand the module (netlink messages it parses,
+# several per datagram), the seed (empty: a new one each run) and more test
+# flags (e.g. -nlfuzz.senders=6). Its time limit in the guest, in seconds:
+# the fuzzer stops 90 s before it, runs its final checks, and fails for
+# having sent too few (-nlfuzz.partial lets such a run pass).
 FUZZ_MESSAGES ?= 1000000
 FUZZ_SEED ?=
 FUZZ_ARGS ?=
@@ -35,11 +35,22 @@ ifneq ($(filter-out debug,$(KERNEL)),)
 $(error KERNEL=$(KERNEL) is unknown: use KERNEL=debug, or leave it unset for the Debian cloud kernel)
 endif
 
+# The debug kernel's checks make the suites several times slower: their
+# time limits, unless given, are longer there.
+DEBUG_VM_TIMEOUT ?= 2400
+DEBUG_VM_TEST_TIMEOUT ?= 900
+
 ifeq ($(KERNEL),debug)
 override KERNEL_IMAGE = $(DEBUG_KERNEL_IMAGE)
 override KDIR = $(DEBUG_KDIR)
 ifeq ($(filter command line environment,$(origin QEMU_MEM)),)
 override QEMU_MEM = $(DEBUG_QEMU_MEM)
+endif
+ifeq ($(filter command line environment,$(origin VM_TIMEOUT)),)
+override VM_TIMEOUT = $(DEBUG_VM_TIMEOUT)
+endif
+ifeq ($(filter command line environment,$(origin VM_TEST_TIMEOUT)),)
+override VM_TEST_TIMEOUT = $(DEBUG_VM_TEST_TIMEOUT)
 endif
 vmtest: debugkernel
 endif

@@ -9,7 +9,7 @@
 #
 # Environment: NSB_DEBUGKERNEL_CACHE (default /var/cache/nsbroker/debugkernel),
 # LINUX_SOURCE_TAR (default /usr/src/linux-source-6.1.tar.xz), JOBS (default
-# the number of CPUs).
+# one more than the number of CPUs).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,7 +19,7 @@ CACHE=${NSB_DEBUGKERNEL_CACHE:-/var/cache/nsbroker/debugkernel}
 LINUX_SOURCE_TAR=${LINUX_SOURCE_TAR:-/usr/src/linux-source-6.1.tar.xz}
 SOURCE_PACKAGE=linux-source-6.1
 BUILD_PACKAGES=("$SOURCE_PACKAGE" flex bison bc libelf-dev libssl-dev gcc make xz-utils)
-JOBS=${JOBS:-$(nproc)}
+JOBS=${JOBS:-$(($(nproc) + 1))}
 
 log() { printf 'debugkernel: %s\n' "$*"; }
 die() {

@@ -2,8 +2,10 @@
 // interface, inside the test VM on the debug kernel (make fuzzmodule).
 //
 // TestIntegrationFuzzModule sends structure-aware requests (valid netlink
-// and family headers around mutated attributes, mutated headers, several
-// messages per datagram) and raw random bytes from several goroutines, in
+// and family headers around mutated attributes, mutated headers, batches
+// of up to 32 messages per datagram) and raw random bytes from several
+// goroutines, until the module has been handed -nlfuzz.messages requests
+// (messages netlink passes to it, counted as netlink_rcv_skb walks them), in
 // several network namespaces at once, while other goroutines create and
 // destroy namespaces and join and leave multicast groups. One sender runs
 // without privileges. Every datagram's generator is a pure function of the

@@ -25,7 +25,10 @@ func (k kind) String() string { return kindNames[k] }
 
 // kindWeights: how often each kind is drawn, out of their sum. Mutated
 // attributes get most: that is where the module's own parsing runs.
-var kindWeights = [numKinds]int{kindValid: 10, kindAttrs: 45, kindHeader: 20, kindMulti: 10, kindRaw: 15}
+// Batches get the largest share of datagrams: each costs the module as
+// many requests as it holds, while a datagram's fixed costs (the send,
+// the answers' receive loop, the kernel log read) are paid once.
+var kindWeights = [numKinds]int{kindValid: 5, kindAttrs: 25, kindHeader: 12, kindMulti: 50, kindRaw: 8}
 
 // Values at the edges of what the module accepts.
 var (
@@ -46,6 +49,9 @@ var (
 type generator struct {
 	r   *rand.Rand
 	seq uint32
+	// framed: the message being made keeps a true nlmsg_len and its
+	// whole length, so that the kernel walks on to the next one.
+	framed bool
 }
 
 func newGenerator(seed, stream uint64) *generator {
@@ -142,13 +148,23 @@ func (g *generator) requestFlags() uint16 {
 
 func validFamHdr() []byte { return appendFamHdr(nil, family.Version, 0, 0) }
 
+// payloadLen draws a payload length. Few are large: a datagram longer
+// than NLMSG_GOODSIZE takes netlink's vmalloc path, which is worth
+// reaching but costs a debug kernel (KASAN's vmalloc shadow, TLB
+// shootdowns between emulated CPUs) about as much as a hundred small
+// requests. Batches keep to small payloads for that reason.
 func (g *generator) payloadLen() int {
-	switch n := g.r.IntN(100); {
+	n := g.r.IntN(100)
+	switch {
+	case g.framed && n < 85:
+		return g.r.IntN(65)
+	case g.framed:
+		return g.r.IntN(257)
 	case n < 50:
 		return g.r.IntN(65)
-	case n < 75:
+	case n < 62:
 		return edgePayloads[g.r.IntN(len(edgePayloads))]
-	case n < 97:
+	case n < 98:
 		return g.r.IntN(1025)
 	default:
 		return g.r.IntN(family.PayloadMax + 64)
@@ -197,7 +213,7 @@ func (g *generator) mutatedAttrs(b []byte) []byte {
 	}
 	start := len(b)
 	b = g.message(b, typ, g.requestFlags(), validFamHdr(), attrs)
-	if g.chance(15) {
+	if !g.framed && g.chance(15) {
 		b = g.truncate(b, start)
 	}
 	return b
@@ -347,7 +363,7 @@ func (g *generator) mutatedHeader(b []byte) []byte {
 	}
 	start := len(b)
 	b = g.message(b, typ, flags, fam, attrs)
-	if g.chance(25) {
+	if !g.framed && g.chance(25) {
 		ne.PutUint32(b[start:start+4], uint32(g.lyingLen(len(b)-start)))
 		if g.chance(20) {
 			ne.PutUint32(b[start:start+4], g.r.Uint32())
@@ -386,11 +402,23 @@ func (g *generator) msgFlags() uint16 {
 	return uint16(g.r.Uint32())
 }
 
-// multi is two to five messages of the other structured kinds in one
-// datagram.
+// Batches: up to maxBatch messages, ending early past batchBytes, which
+// keeps most of them below NLMSG_GOODSIZE (see payloadLen).
+const (
+	maxBatch   = 32
+	batchBytes = 2500
+)
+
+// multi is 2 to maxBatch messages of the other structured kinds in one
+// datagram. The kernel walks them in order until a header's nlmsg_len
+// does not fit (see requests), so only the last may be cut short or lie
+// about its length.
 func (g *generator) multi() []byte {
 	var b []byte
-	for range 2 + g.r.IntN(4) {
+	n := 2 + g.r.IntN(maxBatch-1)
+	for i := range n {
+		last := i == n-1 || len(b) > batchBytes
+		g.framed = !last
 		switch g.r.IntN(3) {
 		case 0:
 			b = g.valid(b)
@@ -399,7 +427,11 @@ func (g *generator) multi() []byte {
 		default:
 			b = g.mutatedHeader(b)
 		}
+		if last {
+			break
+		}
 	}
+	g.framed = false
 	return b
 }
 

@@ -46,6 +46,8 @@ func (s *sent) saveHint() string {
 type counts struct {
 	mu        sync.Mutex
 	sent      map[string]int64     // datagrams by kind
+	walked    int64                // messages netlink walked in them
+	handled   int64                // of them, requests handed to the module
 	sendErrs  map[unix.Errno]int64 // sendmsg failures by errno
 	replies   map[uint16]int64     // answers other than NLMSG_ERROR, by type
 	errnos    map[unix.Errno]int64 // NLMSG_ERROR answers by errno (0: acks)
@@ -84,6 +86,8 @@ func (c *counts) add(o *counts) {
 	for k, v := range o.joins {
 		c.joins[k] += v
 	}
+	c.walked += o.walked
+	c.handled += o.handled
 	c.silent += o.silent
 	c.overruns += o.overruns
 	c.probes += o.probes
@@ -176,8 +180,11 @@ func (s *sender) sendOne(sock *fsock, inum uint32, what string, data []byte) err
 			break
 		}
 	}
+	walked, handled := requests(data)
 	s.counts.mu.Lock()
 	s.counts.sent[what]++
+	s.counts.walked += int64(walked)
+	s.counts.handled += int64(handled)
 	if errno, ok := err.(unix.Errno); ok {
 		s.counts.sendErrs[errno]++
 	}

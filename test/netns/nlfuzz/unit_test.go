@@ -235,3 +235,65 @@ func TestReportPatternAndTIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestRequests checks the count of what the module is handed against
+// hand-made datagrams, the way netlink_rcv_skb() walks them.
+func TestRequests(t *testing.T) {
+	req := func(typ, flags uint16, payload int) []byte {
+		return pad4(append(appendHdr(nil, uint32(nlHdrLen+payload), typ, flags, 1), make([]byte, payload)...))
+	}
+	echo := req(family.MsgEcho, unix.NLM_F_REQUEST, 4)
+	for _, c := range []struct {
+		name            string
+		data            []byte
+		walked, handled int
+	}{
+		{"empty", nil, 0, 0},
+		{"one request", echo, 1, 1},
+		{"three requests", slices.Concat(echo, echo, echo), 3, 3},
+		{"not a request", req(family.MsgEcho, unix.NLM_F_ACK, 4), 1, 0},
+		{"control type", req(unix.NLMSG_NOOP, unix.NLM_F_REQUEST, 0), 1, 0},
+		{"short tail", slices.Concat(echo, echo[:nlHdrLen-1]), 1, 1},
+		{"nlmsg_len beyond the datagram", slices.Concat(echo, appendHdr(nil, 1000, family.MsgEcho, unix.NLM_F_REQUEST, 2), echo), 1, 1},
+		{"nlmsg_len below a header", slices.Concat(appendHdr(nil, 8, family.MsgEcho, unix.NLM_F_REQUEST, 2), echo), 0, 0},
+		{"unaligned last", slices.Concat(echo, appendHdr(nil, nlHdrLen+1, family.MsgStats, unix.NLM_F_REQUEST, 2), []byte{0}), 2, 2},
+	} {
+		walked, handled := requests(c.data)
+		if walked != c.walked || handled != c.handled {
+			t.Errorf("%s: walked %d, handled %d; want %d, %d", c.name, walked, handled, c.walked, c.handled)
+		}
+	}
+}
+
+// goodSize is NLMSG_GOODSIZE on x86-64: longer datagrams are vmalloc'ed.
+const goodSize = 4096 - 320
+
+// TestGeneratorBatches checks that batches carry many requests each and
+// that few datagrams take the costly vmalloc path: the fuzzer's rate
+// depends on both.
+func TestGeneratorBatches(t *testing.T) {
+	const n = 5000
+	g := newGenerator(3, 0)
+	var datagrams, handled, large int
+	for range n {
+		k, d := g.next()
+		if len(d) > goodSize {
+			large++
+		}
+		if k != kindMulti {
+			continue
+		}
+		_, h := requests(d)
+		datagrams++
+		handled += h
+	}
+	t.Logf("%d of %d datagrams longer than NLMSG_GOODSIZE", large, n)
+	if large == 0 || large > n*4/100 {
+		t.Errorf("%d of %d datagrams longer than %d bytes, want some but at most 4%%", large, n, goodSize)
+	}
+	mean := float64(handled) / float64(datagrams)
+	t.Logf("%d batches, %.1f requests each on average", datagrams, mean)
+	if mean < 10 {
+		t.Errorf("batches hand the module %.1f requests each on average, want at least 10", mean)
+	}
+}

@@ -54,6 +54,25 @@ func pad4(b []byte) []byte {
 	return b
 }
 
+// requests counts the messages of a datagram as netlink_rcv_skb() walks
+// them: it stops at the first header whose nlmsg_len is below a header or
+// beyond the datagram, and hands the module only requests (NLM_F_REQUEST)
+// of a type at or above NLMSG_MIN_TYPE; it answers the others itself.
+func requests(b []byte) (walked, handled int) {
+	for len(b) >= nlHdrLen {
+		n := int(ne.Uint32(b[0:4]))
+		if n < nlHdrLen || n > len(b) {
+			break
+		}
+		walked++
+		if ne.Uint16(b[6:8])&unix.NLM_F_REQUEST != 0 && ne.Uint16(b[4:6]) >= unix.NLMSG_MIN_TYPE {
+			handled++
+		}
+		b = b[min(align4(n), len(b)):]
+	}
+	return walked, handled
+}
+
 // errnosDocumented are the answers docs/protocol.md gives for a request:
 // success and the errors of its table, and EAGAIN: when a reply does not
 // fit the requester's receive buffer, the module returns nlmsg_unicast's

@@ -29,6 +29,12 @@ mount_filesystems() {
 	ln -s /run /var/run
 	# Only for kmemleak on debug kernels; harmless elsewhere.
 	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+	# kmemleak's periodic scan holds its lock while it walks all memory,
+	# minutes under emulation, and every allocation meanwhile waits for
+	# it: the suites scan once, at the end (report_kernel_state).
+	if [ -w /sys/kernel/debug/kmemleak ]; then
+		echo scan=off >/sys/kernel/debug/kmemleak
+	fi
 	ip link set lo up
 }
 

@@ -3,19 +3,25 @@
 
 # Build the module against KDIR and set MODULE_FILE.
 build_module() {
-	local build_log=$VM_BUILD/logs/module.log vermagic
+	local build_log=$VM_BUILD/logs/module.log vermagic src=$VM_BUILD/kmod
 	[[ -f $VM_KMOD_DIR/Makefile ]] || die "$VM_KMOD_DIR/Makefile not found (VM_KMOD_DIR=$VM_KMOD_DIR)"
-	log "[module] make -C $VM_KMOD_DIR KDIR=$KDIR"
-	# From clean: kbuild would keep objects compiled against another tree
-	# whose compiler flags are the same (two debug kernel configurations),
-	# and such a module crashes at insmod.
-	{ make -C "$VM_KMOD_DIR" KDIR="$KDIR" clean && make -C "$VM_KMOD_DIR" KDIR="$KDIR"; } >"$build_log" 2>&1 ||
+	# Built from a fresh copy in VM_BUILD: runs with different VM_BUILDs
+	# may build at once, the source tree gets no objects, and kbuild never
+	# reuses objects compiled against another tree whose compiler flags are
+	# the same (two debug kernel configurations; such a module crashes at
+	# insmod).
+	rm -rf "$src"
+	mkdir -p "$src"
+	cp -r "$VM_KMOD_DIR"/. "$src"/
+	make -C "$src" clean >/dev/null 2>&1 || true
+	log "[module] make -C $VM_KMOD_DIR KDIR=$KDIR (in $src)"
+	make -C "$src" KDIR="$KDIR" >"$build_log" 2>&1 ||
 		{ show_log_tail "$build_log" 60; die "module build failed"; }
 	if grep -q 'warning:' "$build_log"; then
 		log "[module] compiler warnings:"
 		grep -A3 'warning:' "$build_log" | sed 's/^/  /'
 	fi
-	MODULE_FILE=$VM_KMOD_DIR/$MODULE_NAME.ko
+	MODULE_FILE=$src/$MODULE_NAME.ko
 	[[ -f $MODULE_FILE ]] || die "the build did not produce $MODULE_FILE"
 	# A stale module built for another kernel would only fail at insmod.
 	vermagic=$(modinfo -F vermagic "$MODULE_FILE")
