@@ -1,7 +1,9 @@
 # nsbroker: top-level build and test.
 #
 #   make demo      nsbrokerd, three tenants and the isolation check in the VM
-#   make test      everything CI runs: lint, host tests, module checks, VM suites
+#   make test      everything CI runs: lint, host tests, module checks, the VM
+#                  suites on the Debian kernel and on the debug kernel, and
+#                  the module's netlink fuzzer
 #   make vmtest    the in-kernel suites in a QEMU guest (see test/netns/README.md)
 #   make bench     what the broker costs over the bare kernel and gRPC paths (VM)
 #   make vmtest KERNEL=debug   the VM suites on a KASAN/lockdep/kmemleak kernel
@@ -84,6 +86,9 @@ test:
 	@$(TIMED) packaging-check $(MAKE) --no-print-directory packaging-check
 	@$(TIMED) fuzz-smoke $(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	@$(TIMED) vmtest $(MAKE) --no-print-directory vmtest
+	@$(TIMED) debug-kernel $(MAKE) --no-print-directory debugkernel
+	@$(TIMED) debug-vmtest $(MAKE) --no-print-directory vmtest KERNEL=debug VM_BUILD=$(CURDIR)/.build/vm-debug
+	@$(TIMED) fuzz-module $(MAKE) --no-print-directory fuzzmodule VM_BUILD=$(CURDIR)/.build/vm-fuzz
 
 clean:
 	$(MAKE) -C kmod clean KDIR=$(or $(KDIR),$(CLOUD_KDIR))

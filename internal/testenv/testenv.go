@@ -72,3 +72,24 @@ var nameSeq atomic.Int64
 func NetnsName() string {
 	return fmt.Sprintf("nsb-test-%d-%d", os.Getpid(), nameSeq.Add(1))
 }
+
+// DebugKernelSuffix ends the release of the test VM's debug kernel
+// (test/netns/debugkernel: KASAN, lockdep, kmemleak).
+const DebugKernelSuffix = "-nsb-debug"
+
+// DebugKernel reports whether the test runs on the debug kernel, where the
+// kernel path is tens of times slower than on a production kernel.
+func DebugKernel() bool {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	return err == nil && strings.HasSuffix(strings.TrimSpace(string(b)), DebugKernelSuffix)
+}
+
+// SkipOnDebugKernel skips a test whose criteria are rates or latencies
+// measured against each other: on the debug kernel the kernel path's cost
+// distorts them. Such a test still runs in the suites on the Debian kernel.
+func SkipOnDebugKernel(t testing.TB) {
+	t.Helper()
+	if DebugKernel() {
+		t.Skip("measures rates, which the debug kernel's checks distort; it runs on the Debian kernel (make vmtest)")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/internal/testenv"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
@@ -17,6 +18,7 @@ import (
 // sequence number the subscriber does not get as an event is inside a gap
 // it gets, in order, and no number arrives twice.
 func TestIntegrationBurstNoSilentLoss(t *testing.T) {
+	testenv.SkipOnDebugKernel(t)
 	const (
 		publishers = 2
 		bursts     = 4

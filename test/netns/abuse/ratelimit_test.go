@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nsbroker/nsbroker/internal/testenv"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
@@ -19,6 +20,7 @@ import (
 // tenant publishing below the limit keeps at least 90% of the rate it
 // achieves without the flood, measured in the same test.
 func TestIntegrationPublishFlood(t *testing.T) {
+	testenv.SkipOnDebugKernel(t)
 	const (
 		// Low enough that the flooder exceeds it many times over even in
 		// an emulated, shared VM, where a unary rpc takes milliseconds.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/internal/testenv"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
@@ -60,6 +61,7 @@ const (
 // everything it lost once it reads, and does not slow the other
 // subscribers down by more than 10% in throughput or median latency.
 func TestIntegrationStuckSubscriber(t *testing.T) {
+	testenv.SkipOnDebugKernel(t)
 	d := startDaemon(t, "--queue-len", strconv.Itoa(stuckQueueLen), "--queue-bytes", strconv.Itoa(stuckQueueBytes),
 		"--read-buffer", strconv.Itoa(32<<20))
 	name := d.attach(t)

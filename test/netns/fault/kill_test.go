@@ -91,6 +91,14 @@ func TestIntegrationKillDaemon(t *testing.T) {
 			if r := s.refusals(); len(r) > 0 {
 				t.Logf("%s: %d refused resubscriptions, the last: %v", s.who, len(r), r[len(r)-1])
 			}
+			// The new daemon serves only once its --attach namespaces are
+			// attached: a reconnecting client never finds one missing.
+			for _, err := range s.refusals() {
+				if status.Code(err) == codes.NotFound {
+					t.Errorf("%s: resubscribing after the restart: %v; want the namespace there", s.who, err)
+					break
+				}
+			}
 			if gens[1].started.After(back) {
 				back = gens[1].started
 			}
