@@ -17,10 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/nsbroker/nsbroker/family"
 	"github.com/nsbroker/nsbroker/internal/daemontest"
@@ -67,30 +65,10 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	return d
 }
 
-// listenerPid returns the pid of the process listening on a unix socket:
-// a connected socket's SO_PEERCRED names the process that called listen.
+// listenerPid returns the pid of the process listening on a unix socket.
 func listenerPid(t *testing.T, path string) int {
 	t.Helper()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	raw, err := c.(*net.UnixConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if cerr != nil {
-		t.Fatalf("SO_PEERCRED of %s: %v", path, cerr)
-	}
-	return int(cred.Pid)
+	return daemontest.ListenerPID(t, path)
 }
 
 // metricsAddr finds the metrics address in the daemon's start-up log
@@ -274,25 +252,10 @@ func (d *daemon) attach(t *testing.T) string {
 	return name
 }
 
-// waitServing waits until the daemon's health service reports the
-// namespace SERVING, which it does only after opening its local socket.
+// waitServing waits until the daemon's health service says name is SERVING.
 func waitServing(t *testing.T, conn *grpc.ClientConn, name string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	service := "nsbroker.v1.Broker/" + name
-	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: service})
-	if err != nil {
-		t.Fatalf("health watch %s: %v", service, err)
-	}
-	last := healthpb.HealthCheckResponse_UNKNOWN
-	for last != healthpb.HealthCheckResponse_SERVING {
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("health %s: last status %v, then %v", service, last, err)
-		}
-		last = resp.GetStatus()
-	}
+	daemontest.WaitServing(t, conn, name, waitTimeout)
 }
 
 // stats returns the namespace's counters.

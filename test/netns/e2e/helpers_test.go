@@ -15,7 +15,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/nsbroker/nsbroker/internal/daemontest"
 	"github.com/nsbroker/nsbroker/internal/testenv"
@@ -111,26 +110,10 @@ func dial(t *testing.T, dialer func(context.Context) (net.Conn, error)) (nsbroke
 	return nsbrokerv1.NewBrokerClient(conn), conn
 }
 
-// waitServing waits until the daemon's health service reports the
-// namespace SERVING, which it does only after opening the namespace's
-// local socket.
+// waitServing waits until the daemon's health service says name is SERVING.
 func waitServing(t *testing.T, conn *grpc.ClientConn, name string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	service := "nsbroker.v1.Broker/" + name
-	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: service})
-	if err != nil {
-		t.Fatalf("health watch %s: %v", service, err)
-	}
-	last := healthpb.HealthCheckResponse_UNKNOWN
-	for last != healthpb.HealthCheckResponse_SERVING {
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("health %s: last status %v, then %v", service, last, err)
-		}
-		last = resp.GetStatus()
-	}
+	daemontest.WaitServing(t, conn, name, waitTimeout)
 }
 
 // waitSubscribers waits until the namespace has n subscriptions, that is

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/nsbroker/nsbroker/family"
@@ -173,26 +172,7 @@ func (d *daemon) restart(t *testing.T) *daemon {
 // pid asks the kernel who serves the admin socket (SO_PEERCRED).
 func (d *daemon) pid(t *testing.T) int {
 	t.Helper()
-	c, err := net.Dial("unix", d.admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	raw, err := c.(*net.UnixConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if credErr != nil {
-		t.Fatalf("SO_PEERCRED on %s: %v", d.admin, credErr)
-	}
-	return int(cred.Pid)
+	return daemontest.ListenerPID(t, d.admin)
 }
 
 // kill sends SIGKILL and waits until the process is gone.
@@ -270,25 +250,10 @@ func dial(t *testing.T, dialer func(context.Context) (net.Conn, error)) (nsbroke
 	return nsbrokerv1.NewBrokerClient(conn), conn
 }
 
-// waitServing waits until the daemon reports the namespace SERVING, which
-// it does once it is connected there and its local socket is open.
+// waitServing waits until the daemon's health service says name is SERVING.
 func waitServing(t *testing.T, conn *grpc.ClientConn, name string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	service := "nsbroker.v1.Broker/" + name
-	stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: service}, grpc.WaitForReady(true))
-	if err != nil {
-		t.Fatalf("health watch %s: %v", service, err)
-	}
-	last := healthpb.HealthCheckResponse_UNKNOWN
-	for last != healthpb.HealthCheckResponse_SERVING {
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("health %s: last status %v, then %v", service, last, err)
-		}
-		last = resp.GetStatus()
-	}
+	daemontest.WaitServing(t, conn, name, waitTimeout)
 }
 
 // waitSubscribers waits until the namespace has n subscriptions.
