@@ -2,6 +2,7 @@ package nlfuzz
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -40,6 +41,13 @@ func replayCrashers(t *testing.T, unit int, dir string) {
 		}
 		crashers = append(crashers, crasher{e.Name(), data})
 	}
+	// An oops kills the replaying thread, which then never reports: watch
+	// the kernel log and the replay's progress from here too.
+	watch, err := openKmsg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.close()
 	// The sender's thread is locked for good; run it on its own goroutine.
 	s := newSender(-1, false)
 	done := make(chan error, 1)
@@ -59,11 +67,29 @@ func replayCrashers(t *testing.T, unit int, dir string) {
 		}
 		done <- nil
 	}()
-	err = <-done
+	log := s.kmsg
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case now := <-ticker.C:
+			if first, kerr := watch.scan(); kerr == nil && first != "" {
+				err, log = &errKernelReport{first: first}, watch
+				break wait
+			}
+			if last := time.Unix(0, s.progress.Load()); s.progress.Load() != 0 && now.Sub(last) > stallLimit {
+				err = fmt.Errorf("stuck for %v after %v", now.Sub(last).Round(time.Second), s.last.Load())
+				break wait
+			}
+		}
+	}
 	var kr *errKernelReport
 	if errors.As(err, &kr) {
 		t.Fatalf("replaying %v: kernel report:\n  %s", s.last.Load(),
-			strings.Join(s.kmsg.collect(kr.first, 60, 2*time.Second, 10*time.Second), "\n  "))
+			strings.Join(log.collect(kr.first, 60, 2*time.Second, 10*time.Second), "\n  "))
 	}
 	if err != nil {
 		t.Fatalf("replaying crashers from %s: %v", dir, err)
