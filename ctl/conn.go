@@ -54,6 +54,17 @@ func (c *cli) connect() (client nsbrokerv1.BrokerClient, close func(), err error
 	return nsbrokerv1.NewBrokerClient(conn), func() { conn.Close() }, nil
 }
 
+// unary connects for one unary rpc: the client and a context bounded by
+// --timeout; done releases both.
+func (c *cli) unary() (nsbrokerv1.BrokerClient, context.Context, func(), error) {
+	client, closeConn, err := c.connect()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := c.withTimeout(c.ctx)
+	return client, ctx, func() { cancel(); closeConn() }, nil
+}
+
 // connectConn is connect for rpcs of other services (grpc.health.v1).
 func (c *cli) connectConn() (*grpc.ClientConn, error) {
 	addr := c.addr()

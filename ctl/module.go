@@ -19,13 +19,11 @@ func cmdModuleRelease(c *cli, args []string) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
-	client, done, err := c.connect()
+	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := c.withTimeout(c.ctx)
-	defer cancel()
 	resp, err := client.ReleaseModule(ctx, &nsbrokerv1.ReleaseModuleRequest{})
 	if err != nil {
 		return rpcErr(err)
@@ -46,13 +44,11 @@ func cmdModuleResume(c *cli, args []string) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
-	client, done, err := c.connect()
+	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := c.withTimeout(c.ctx)
-	defer cancel()
 	resp, err := client.ResumeModule(ctx, &nsbrokerv1.ResumeModuleRequest{Wait: *wait})
 	if err != nil {
 		return rpcErr(err)

@@ -26,13 +26,11 @@ func cmdEcho(c *cli, args []string) error {
 	if len(pos) == 0 {
 		return usagef("PAYLOAD missing")
 	}
-	client, done, err := c.connect()
+	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := c.withTimeout(c.ctx)
-	defer cancel()
 	resp, err := client.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: *ns, Payload: []byte(strings.Join(pos, " "))})
 	if err != nil {
 		return rpcErr(err)

@@ -22,13 +22,11 @@ func cmdNsList(c *cli, args []string) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
-	client, done, err := c.connect()
+	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := c.withTimeout(c.ctx)
-	defer cancel()
 	resp, err := client.ListNamespaces(ctx, &nsbrokerv1.ListNamespacesRequest{})
 	if err != nil {
 		return rpcErr(err)
@@ -66,13 +64,11 @@ func cmdNsGet(c *cli, args []string) error {
 	if len(pos) == 1 {
 		req.Namespace = pos[0]
 	}
-	client, done, err := c.connect()
+	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := c.withTimeout(c.ctx)
-	defer cancel()
 	ns, err := client.GetNamespace(ctx, req)
 	if err != nil {
 		return rpcErr(err)
@@ -95,13 +91,11 @@ func cmdNsAttach(c *cli, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	client, done, err := c.connect()
+	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := c.withTimeout(c.ctx)
-	defer cancel()
 	ns, err := client.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: *name, Ref: ref})
 	if err != nil {
 		return rpcErr(err)
@@ -140,13 +134,11 @@ func cmdNsDetach(c *cli, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one NAME, got %d arguments", len(pos))
 	}
-	client, done, err := c.connect()
+	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := c.withTimeout(c.ctx)
-	defer cancel()
 	if _, err := client.DetachNamespace(ctx, &nsbrokerv1.DetachNamespaceRequest{Namespace: pos[0]}); err != nil {
 		return rpcErr(err)
 	}

@@ -18,13 +18,11 @@ func cmdStats(c *cli, args []string) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
-	client, done, err := c.connect()
+	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := c.withTimeout(c.ctx)
-	defer cancel()
 	resp, err := client.Stats(ctx, &nsbrokerv1.StatsRequest{Namespace: *ns})
 	if err != nil {
 		return rpcErr(err)
