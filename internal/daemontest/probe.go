@@ -8,7 +8,10 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
 // ListenerPID returns the pid of the process listening on the unix socket
@@ -57,4 +60,20 @@ func WaitServing(t testing.TB, conn *grpc.ClientConn, name string, timeout time.
 		}
 		last = resp.GetStatus()
 	}
+}
+
+// Dial makes a gRPC client of nsbrokerd that reaches it through dialer
+// (the admin socket, or @nsbroker inside a namespace), closed when the
+// test ends.
+func Dial(t testing.TB, dialer func(context.Context) (net.Conn, error), opts ...grpc.DialOption) (nsbrokerv1.BrokerClient, *grpc.ClientConn) {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///nsbroker", append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return dialer(ctx) }),
+	}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return nsbrokerv1.NewBrokerClient(conn), conn
 }

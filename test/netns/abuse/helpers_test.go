@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/nsbroker/nsbroker/family"
 	"github.com/nsbroker/nsbroker/internal/daemontest"
@@ -205,15 +204,7 @@ func dialLocal(ctx context.Context, ns *nsmgr.Namespace) (net.Conn, error) {
 
 func dial(t *testing.T, dialer func(context.Context) (net.Conn, error), opts ...grpc.DialOption) (nsbrokerv1.BrokerClient, *grpc.ClientConn) {
 	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///nsbroker", append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return dialer(ctx) }),
-	}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return nsbrokerv1.NewBrokerClient(conn), conn
+	return daemontest.Dial(t, dialer, opts...)
 }
 
 // newNetns creates a named namespace, deleted when the test ends.

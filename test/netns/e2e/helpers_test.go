@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/nsbroker/nsbroker/internal/daemontest"
 	"github.com/nsbroker/nsbroker/internal/testenv"
@@ -100,14 +99,7 @@ func tenantClient(t *testing.T, name string) (nsbrokerv1.BrokerClient, *grpc.Cli
 
 func dial(t *testing.T, dialer func(context.Context) (net.Conn, error)) (nsbrokerv1.BrokerClient, *grpc.ClientConn) {
 	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///nsbroker",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return dialer(ctx) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return nsbrokerv1.NewBrokerClient(conn), conn
+	return daemontest.Dial(t, dialer)
 }
 
 // waitServing waits until the daemon's health service says name is SERVING.

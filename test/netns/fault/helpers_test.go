@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/nsbroker/nsbroker/family"
@@ -240,14 +239,7 @@ func (tn *tenant) close() {
 
 func dial(t *testing.T, dialer func(context.Context) (net.Conn, error)) (nsbrokerv1.BrokerClient, *grpc.ClientConn) {
 	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///nsbroker",
-		grpc.WithTransportCredentials(insecure.NewCredentials()), fastBackoff,
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return dialer(ctx) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return nsbrokerv1.NewBrokerClient(conn), conn
+	return daemontest.Dial(t, dialer, fastBackoff)
 }
 
 // waitServing waits until the daemon's health service says name is SERVING.
