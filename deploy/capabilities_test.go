@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/nsbroker/nsbroker/attacher"
 	"github.com/nsbroker/nsbroker/daemon"
+	"github.com/nsbroker/nsbroker/internal/daemontest"
 	"github.com/nsbroker/nsbroker/internal/testenv"
 	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -40,24 +39,6 @@ func TestMain(m *testing.M) {
 }
 
 const timeout = 20 * time.Second
-
-// logBuffer collects the daemon's log.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // startConfined runs the daemon as systemd would with the unit's
 // CapabilityBoundingSet=caps and NoNewPrivileges=yes: a root process
@@ -89,7 +70,7 @@ func startConfined(t *testing.T, caps []string) string {
 	cmd := exec.Command(setpriv, "--bounding-set", bounding, "--inh-caps", "-all", "--no-new-privs", "--",
 		self, "--admin-socket", socket, "--log-level", "debug")
 	cmd.Env = append(os.Environ(), daemonEnv+"=1", "NOTIFY_SOCKET="+notifyPath, "GORACE=atexit_sleep_ms=0")
-	log := &logBuffer{}
+	log := &daemontest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
