@@ -1,6 +1,7 @@
 package nlfuzz
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -22,7 +23,9 @@ var kernelAddr = &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
 
 // openSock opens a socket to the module on unit in the calling thread's
 // namespace with options drawn from r. Options the caller may not set
-// (group membership without CAP_NET_ADMIN) are left out.
+// (group membership without CAP_NET_ADMIN, NETLINK_LISTEN_ALL_NSID without
+// CAP_NET_BROADCAST) are tried; the kernel's refusal is expected and the
+// socket goes on without them.
 func openSock(unit int, r *rand.Rand) (*fsock, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unit)
 	if err != nil {
@@ -54,20 +57,27 @@ func openSock(unit int, r *rand.Rand) (*fsock, error) {
 			return os.NewSyscallError("bind", err)
 		}
 		for _, o := range []struct {
-			name    string
-			opt     int
-			percent int
+			name       string
+			opt        int
+			percent    int
+			privileged bool // the kernel refuses it to an unprivileged caller
 		}{
-			{"ext_ack", unix.NETLINK_EXT_ACK, 50},
-			{"cap_ack", unix.NETLINK_CAP_ACK, 30},
-			{"no_enobufs", unix.NETLINK_NO_ENOBUFS, 20},
-			{"listen_all_nsid", unix.NETLINK_LISTEN_ALL_NSID, 10},
-			{"broadcast_error", unix.NETLINK_BROADCAST_ERROR, 20},
+			{"ext_ack", unix.NETLINK_EXT_ACK, 50, false},
+			{"cap_ack", unix.NETLINK_CAP_ACK, 30, false},
+			{"no_enobufs", unix.NETLINK_NO_ENOBUFS, 20, false},
+			{"listen_all_nsid", unix.NETLINK_LISTEN_ALL_NSID, 10, true},
+			{"broadcast_error", unix.NETLINK_BROADCAST_ERROR, 20, false},
 		} {
-			if r.IntN(100) < o.percent {
-				if err := setopt(o.name, unix.SOL_NETLINK, o.opt, 1); err != nil {
-					return err
-				}
+			if r.IntN(100) >= o.percent {
+				continue
+			}
+			err := setopt(o.name, unix.SOL_NETLINK, o.opt, 1)
+			if o.privileged && errors.Is(err, unix.EPERM) {
+				opts = append(opts, o.name+"(refused)")
+				continue
+			}
+			if err != nil {
+				return err
 			}
 		}
 		// A small receive buffer: replies that do not fit are lost.

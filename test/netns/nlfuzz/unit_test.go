@@ -2,8 +2,13 @@ package nlfuzz
 
 import (
 	"bytes"
+	"fmt"
 	"math"
+	"math/rand/v2"
+	"os"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/nsbroker/nsbroker/family"
@@ -295,5 +300,46 @@ func TestGeneratorBatches(t *testing.T) {
 	t.Logf("%d batches, %.1f requests each on average", datagrams, mean)
 	if mean < 10 {
 		t.Errorf("batches hand the module %.1f requests each on average, want at least 10", mean)
+	}
+}
+
+// TestOpenSockUnprivileged opens sockets with every option the generator
+// draws, as nobody, on a routing socket: options the kernel refuses an
+// unprivileged caller must not fail the socket (a CI run's unprivileged
+// sender once stopped the fuzzer on NETLINK_LISTEN_ALL_NSID's EPERM).
+func TestOpenSockUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to drop privileges on one thread")
+	}
+	refused := make(map[string]int)
+	errc := make(chan error, 1)
+	go func() {
+		// The thread stays locked: once it is nobody, it must exit with
+		// this goroutine instead of going back to the runtime.
+		runtime.LockOSThread()
+		if err := dropPrivileges(); err != nil {
+			errc <- err
+			return
+		}
+		for seed := range uint64(300) {
+			s, err := openSock(unix.NETLINK_ROUTE, rand.New(rand.NewPCG(seed, 7)))
+			if err != nil {
+				errc <- fmt.Errorf("seed %d: %w", seed, err)
+				return
+			}
+			unix.Close(s.fd)
+			for _, o := range strings.Split(s.opts, ",") {
+				if strings.HasSuffix(o, "(refused)") {
+					refused[o]++
+				}
+			}
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if refused["listen_all_nsid(refused)"] == 0 {
+		t.Errorf("300 sockets never tried NETLINK_LISTEN_ALL_NSID as nobody: %v", refused)
 	}
 }
