@@ -428,8 +428,36 @@ func requestReply[T any](ctx context.Context, b *Broker, op, name string, typ ui
 // Subscribe delivers the events multicast to groups in the namespace,
 // with a gap event wherever some were lost, until ctx is cancelled or
 // the namespace goes away (then a final KindEnd event says why). The
-// channel is closed at the end.
+// channel is closed at the end. It is NewSubscription read by a goroutine
+// of its own into the channel.
 func (b *Broker) Subscribe(ctx context.Context, name string, groups []uint32) (<-chan Event, error) {
+	sub, err := b.NewSubscription(ctx, name, groups)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan Event)
+	go func() {
+		defer close(out)
+		defer sub.Close()
+		for {
+			ev, ok := sub.Next()
+			if !ok {
+				return
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// NewSubscription subscribes to groups in the namespace as Subscribe does,
+// for a caller that reads the events itself (Subscription.Next) instead of
+// through a channel: one goroutine hand-off less per event.
+func (b *Broker) NewSubscription(ctx context.Context, name string, groups []uint32) (*Subscription, error) {
 	groups, err := normalizeGroups(groups)
 	if err != nil {
 		return nil, opError("subscribe", name, err)
@@ -442,8 +470,7 @@ func (b *Broker) Subscribe(ctx context.Context, name string, groups []uint32) (<
 	if err := c.subscribe(s, groups); err != nil {
 		return nil, opError("subscribe", name, err)
 	}
-	go s.pump(func() { c.unsubscribe(s, groups) })
-	return s.out, nil
+	return &Subscription{s: s, done: func() { c.unsubscribe(s, groups) }}, nil
 }
 
 func normalizeGroups(groups []uint32) ([]uint32, error) {

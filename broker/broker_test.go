@@ -272,9 +272,9 @@ func TestSlowSubscriberDoesNotDelayFastOne(t *testing.T) {
 			t.Fatalf("unexpected %v", ev.Kind)
 		}
 	}
-	// Usually one gap; two when the pump took its first event only after
-	// the queue had overflowed (the first gap then fits, later losses
-	// start another).
+	// Usually one gap; two when Subscribe's goroutine took its first
+	// event only after the queue had overflowed (the first gap then fits,
+	// later losses start another).
 	if gaps == 0 {
 		t.Fatal("slow subscriber saw no gap, want its losses reported")
 	}

@@ -72,7 +72,7 @@ func (c *streamCheck) done(last uint64) bool {
 
 // TestQueueFullByBytesMergesGaps: a subscriber whose queue is full by
 // bytes long before it is full by count learns of each run of lost events
-// as one gap (two if its pump took an event out in the middle), not as
+// as one gap (two if its reader took an event out in the middle), not as
 // one gap per event, and every number is accounted for exactly once.
 func TestQueueFullByBytesMergesGaps(t *testing.T) {
 	const queueLen, queueBytes, payload, perGroup = 64, 1000, 100, 300
@@ -108,7 +108,7 @@ func TestQueueFullByBytesMergesGaps(t *testing.T) {
 	if c.lost != in.QueueLost || c.lost+uint64(c.messages) != 2*perGroup {
 		t.Errorf("gaps report %d lost and %d events arrived, want QueueLost %d and their sum %d", c.lost, c.messages, in.QueueLost, 2*perGroup)
 	}
-	// The queue holds queueBytes/payload events; the pump holds one more,
+	// The queue holds queueBytes/payload events; Subscribe's goroutine one more,
 	// and the last event may still be pushed after the count was read.
 	if most := queueBytes/payload + 2; c.messages > most {
 		t.Errorf("got %d events, want at most %d (the byte bound)", c.messages, most)

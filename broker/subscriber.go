@@ -8,16 +8,15 @@ import (
 	"github.com/nsbroker/nsbroker/family"
 )
 
-// subscriber is one Subscribe call. The namespace's reader pushes into its
-// bounded queue without ever blocking; a pump goroutine hands the queue to
-// the subscriber's channel. What does not fit is recorded as a pending gap
+// subscriber is one subscription. The namespace's reader pushes into its
+// bounded queue without ever blocking; the subscription's owner takes from
+// it (Subscription.Next). What does not fit is recorded as a pending gap
 // and reported in the stream's position where the loss happened.
 type subscriber struct {
 	ns         string
 	groups     [family.Groups + 1]bool
 	maxLen     int
 	maxBytes   int
-	out        chan Event
 	notify     chan struct{} // capacity 1: "the queue changed"
 	ctx        context.Context
 	delivered  atomic.Uint64
@@ -35,7 +34,6 @@ func newSubscriber(ctx context.Context, ns string, groups []uint32, maxLen, maxB
 		ns:       ns,
 		maxLen:   maxLen,
 		maxBytes: maxBytes,
-		out:      make(chan Event),
 		notify:   make(chan struct{}, 1),
 		ctx:      ctx,
 	}
@@ -160,31 +158,46 @@ func (s *subscriber) next() (ev Event, last, ok bool) {
 	return Event{}, false, false
 }
 
-// pump delivers the queue to out until the subscription ends or its
-// context is cancelled, then closes out.
-func (s *subscriber) pump(done func()) {
-	defer close(s.out)
-	defer done()
-	for {
+// Subscription is an open subscription, read by one goroutine with Next:
+// an event goes from the namespace's reader to that goroutine with no
+// other goroutine in between. Close it once done with it.
+type Subscription struct {
+	s     *subscriber
+	over  bool // Next returned the last event, or saw ctx cancelled
+	done  func()
+	close sync.Once
+}
+
+// Next returns the next event of the subscription, waiting for one. It
+// returns false once the subscription is over: after its final KindEnd
+// event, or once its context is cancelled (what was still queued then is
+// dropped). Next is not for concurrent use.
+func (sub *Subscription) Next() (Event, bool) {
+	s := sub.s
+	for !sub.over {
+		if s.ctx.Err() != nil {
+			break
+		}
 		ev, last, ok := s.next()
 		if !ok {
 			select {
 			case <-s.notify:
-				continue
 			case <-s.ctx.Done():
-				return
 			}
+			continue
 		}
-		select {
-		case s.out <- ev:
-			if ev.Kind == KindMessage {
-				s.delivered.Add(1)
-			}
-		case <-s.ctx.Done():
-			return
+		if ev.Kind == KindMessage {
+			s.delivered.Add(1)
 		}
-		if last {
-			return
-		}
+		sub.over = last
+		return ev, true
 	}
+	sub.over = true
+	return Event{}, false
+}
+
+// Close ends the subscription: the namespace stops queueing events for
+// it, and its group memberships are left when it was their last user.
+func (sub *Subscription) Close() {
+	sub.close.Do(sub.done)
 }

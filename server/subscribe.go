@@ -28,14 +28,19 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 		return err
 	}
 	defer release()
-	events, err := s.b.Subscribe(ctx, name, req.GetGroups())
+	sub, err := s.b.NewSubscription(ctx, name, req.GetGroups())
 	if err != nil {
 		return ToStatus(err)
 	}
+	defer sub.Close()
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
-	for ev := range events {
+	for {
+		ev, ok := sub.Next()
+		if !ok {
+			break
+		}
 		var err error
 		switch ev.Kind {
 		case broker.KindMessage:
