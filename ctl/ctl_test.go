@@ -36,7 +36,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ns", "frob"}, `nsbrokerctl: unknown command "ns frob"`},
 		{[]string{"ns", "list", "extra"}, `nsbrokerctl: ns list: unexpected argument "extra"`},
 		{[]string{"ns", "get", "a", "b"}, `nsbrokerctl: ns get: unexpected argument "b"`},
-		{[]string{"ns", "attach"}, "nsbrokerctl: ns attach: want exactly one REF (NAME, name:NAME, path:PATH or pid:PID), got 0 arguments"},
+		{[]string{"ns", "attach"}, "nsbrokerctl: ns attach: want one or more REFs (NAME, name:NAME, path:PATH or pid:PID), got none"},
+		{[]string{"ns", "attach", "--name", "x", "a", "b"}, "nsbrokerctl: ns attach: --name names one namespace; got 2 REFs"},
 		{[]string{"ns", "attach", "pid:abc"}, `nsbrokerctl: ns attach: invalid namespace reference: "pid:abc": pid is not a number`},
 		{[]string{"ns", "detach"}, "nsbrokerctl: ns detach: want exactly one NAME, got 0 arguments"},
 		{[]string{"ns", "watch", "--count", "x"}, `nsbrokerctl: ns watch: invalid value "x" for flag -count: parse error`},
@@ -441,6 +442,37 @@ subscribers: 0
 	_, _, attached, _ := f.snapshot()
 	if diff := cmp.Diff(want, attached, protocmp.Transform()); diff != "" {
 		t.Errorf("attach requests (-want +got):\n%s", diff)
+	}
+}
+
+func TestAttachMany(t *testing.T) {
+	f := &fakeBroker{}
+	sock := serve(t, f)
+	ctl(t, "", "--socket", sock, "ns", "attach", "green", "pid:17").want(t, ExitOK,
+		"REF     NAME    STATE  INODE       ERROR\n"+
+			"green   green   ready  4026532003  -\n"+
+			"pid:17  pid:17  ready  4026532003  -\n", "")
+	ctl(t, "", "--socket", sock, "ns", "attach", "cyan", "red", "--json").want(t, ExitFailed,
+		`{"results":[{"ref":"cyan","namespace":{"name":"cyan","ref":"name:cyan","dev":0,"inode":4026532003,"cookie":0,"state":"ready","epoch":1,"subscribers":0}},`+
+			`{"ref":"red","error":"already exists: namespace \"red\" already attached"}]}`+"\n",
+		"nsbrokerctl: ns attach: 1 of 2 namespaces not attached\n")
+	// More than one request's worth goes in batches, every REF once, in order.
+	var refs []string
+	for i := range attachBatch + 5 {
+		refs = append(refs, fmt.Sprintf("pid:%d", 1000+i))
+	}
+	if r := ctl(t, "", append([]string{"--socket", sock, "ns", "attach"}, refs...)...); r.code != ExitOK {
+		t.Fatalf("attach %d namespaces: %v", len(refs), r)
+	}
+	_, _, attached, _ := f.snapshot()
+	attached = attached[4:]
+	if len(attached) != len(refs) {
+		t.Fatalf("%d attach requests for %d REFs", len(attached), len(refs))
+	}
+	for i, req := range attached {
+		if got := refString(req.GetRef()); got != refs[i] || req.GetName() != "" {
+			t.Fatalf("request %d: %v, want ref %s and no name", i, req, refs[i])
+		}
 	}
 }
 

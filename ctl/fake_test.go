@@ -108,6 +108,16 @@ func (f *fakeBroker) AttachNamespace(_ context.Context, req *nsbrokerv1.AttachNa
 		State: nsbrokerv1.NamespaceState_NAMESPACE_STATE_READY, Epoch: 1}, nil
 }
 
+func (f *fakeBroker) AttachNamespaces(ctx context.Context, req *nsbrokerv1.AttachNamespacesRequest) (*nsbrokerv1.AttachNamespacesResponse, error) {
+	resp := &nsbrokerv1.AttachNamespacesResponse{}
+	for _, one := range req.GetNamespaces() {
+		ns, err := f.AttachNamespace(ctx, one)
+		st := status.Convert(err)
+		resp.Results = append(resp.Results, &nsbrokerv1.AttachResult{Namespace: ns, Code: int32(st.Code()), Message: st.Message()})
+	}
+	return resp, nil
+}
+
 func (f *fakeBroker) DetachNamespace(_ context.Context, req *nsbrokerv1.DetachNamespaceRequest) (*nsbrokerv1.DetachNamespaceResponse, error) {
 	f.record(req)
 	if _, err := f.lookup(req.GetNamespace()); err != nil {

@@ -123,7 +123,7 @@ type command struct {
 var commands = []command{
 	{"ns list", "[--json]", "list the attached namespaces", cmdNsList},
 	{"ns get", "[--json] [NAME]", "describe a namespace (default: the caller's own)", cmdNsGet},
-	{"ns attach", "[--name NAME] [--json] REF", "attach a namespace: NAME, name:NAME, path:PATH or pid:PID", cmdNsAttach},
+	{"ns attach", "[--name NAME] [--json] REF...", "attach namespaces: NAME, name:NAME, path:PATH or pid:PID", cmdNsAttach},
 	{"ns detach", "NAME", "detach a namespace", cmdNsDetach},
 	{"ns watch", "[--json] [--count K]", "print the attached namespaces, then every change", cmdNsWatch},
 	{"echo", "[--namespace N] [--json] PAYLOAD...", "send a payload to the module and print its reply", cmdEcho},

@@ -1,12 +1,15 @@
 package ctl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"path/filepath"
 	"text/tabwriter"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -78,29 +81,113 @@ func cmdNsGet(c *cli, args []string) error {
 
 func cmdNsAttach(c *cli, args []string) error {
 	f := c.flags()
-	name := f.cmd.String("name", "", "attach it under this `name` (default: derived from REF)")
+	name := f.cmd.String("name", "", "attach it under this `name` (default: derived from REF; one REF only)")
 	asJSON := f.cmd.Bool("json", false, "print JSON")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usagef("want exactly one REF (NAME, name:NAME, path:PATH or pid:PID), got %d arguments", len(pos))
+	if len(pos) == 0 {
+		return usagef("want one or more REFs (NAME, name:NAME, path:PATH or pid:PID), got none")
 	}
-	ref, err := protoRef(pos[0])
-	if err != nil {
-		return usagef("%v", err)
+	if len(pos) > 1 && *name != "" {
+		return usagef("--name names one namespace; got %d REFs", len(pos))
+	}
+	refs := make([]*nsbrokerv1.NamespaceRef, len(pos))
+	for i, arg := range pos {
+		if refs[i], err = protoRef(arg); err != nil {
+			return usagef("%v", err)
+		}
 	}
 	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ns, err := client.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: *name, Ref: ref})
+	if len(refs) > 1 {
+		return c.attachMany(ctx, client, pos, refs, *asJSON)
+	}
+	ns, err := client.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: *name, Ref: refs[0]})
 	if err != nil {
 		return rpcErr(err)
 	}
 	return c.printNamespace(ns, *asJSON)
+}
+
+// attachBatch is how many namespaces one AttachNamespaces request holds:
+// well inside the daemon's limits on entries and on message size.
+const attachBatch = 1000
+
+// attachMany attaches several namespaces with AttachNamespaces, a batch
+// at a time, and prints a line (or a JSON object) per REF. It fails when
+// any of them was not attached.
+func (c *cli) attachMany(ctx context.Context, client nsbrokerv1.BrokerClient, args []string, refs []*nsbrokerv1.NamespaceRef, asJSON bool) error {
+	var results []*nsbrokerv1.AttachResult
+	for start := 0; start < len(refs); start += attachBatch {
+		req := &nsbrokerv1.AttachNamespacesRequest{}
+		for _, ref := range refs[start:min(start+attachBatch, len(refs))] {
+			req.Namespaces = append(req.Namespaces, &nsbrokerv1.AttachNamespaceRequest{Ref: ref})
+		}
+		resp, err := client.AttachNamespaces(ctx, req)
+		if err != nil {
+			if len(results) > 0 {
+				return fmt.Errorf("the first %d namespaces were attached (or refused) already: %w", len(results), rpcErr(err))
+			}
+			return rpcErr(err)
+		}
+		if len(resp.GetResults()) != len(req.Namespaces) {
+			return fmt.Errorf("the daemon answered %d results for %d namespaces", len(resp.GetResults()), len(req.Namespaces))
+		}
+		results = append(results, resp.GetResults()...)
+	}
+	failed := 0
+	type resultJSON struct {
+		Ref       string         `json:"ref"`
+		Namespace *namespaceJSON `json:"namespace,omitempty"`
+		Error     string         `json:"error,omitempty"`
+	}
+	out := struct {
+		Results []resultJSON `json:"results"`
+	}{}
+	tw := tabwriter.NewWriter(c.stdout, 0, 8, 2, ' ', 0)
+	if !asJSON {
+		fmt.Fprintln(tw, "REF\tNAME\tSTATE\tINODE\tERROR")
+	}
+	for i, r := range results {
+		var errText string
+		if r.GetCode() != 0 {
+			failed++
+			errText = codeText(codes.Code(r.GetCode())) + ": " + r.GetMessage()
+		}
+		if asJSON {
+			res := resultJSON{Ref: args[i], Error: errText}
+			if r.GetNamespace() != nil {
+				ns := namespaceOut(r.GetNamespace())
+				res.Namespace = &ns
+			}
+			out.Results = append(out.Results, res)
+			continue
+		}
+		ns := r.GetNamespace()
+		if ns == nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t%s\n", args[i], errText)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t-\n", args[i], ns.GetName(), stateWord(ns.GetState()), ns.GetInode())
+	}
+	var err error
+	if asJSON {
+		err = writeJSON(c.stdout, out)
+	} else {
+		err = tw.Flush()
+	}
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d namespaces not attached", failed, len(results))
+	}
+	return nil
 }
 
 // protoRef parses REF as the daemon's --attach does. A relative path is

@@ -15,6 +15,7 @@ const (
 	rpcListNamespaces  = "ListNamespaces"
 	rpcGetNamespace    = "GetNamespace"
 	rpcAttachNamespace = "AttachNamespace"
+	rpcAttachMany      = "AttachNamespaces"
 	rpcDetachNamespace = "DetachNamespace"
 	rpcWatchNamespaces = "WatchNamespaces"
 	rpcEcho            = "Echo"
@@ -38,6 +39,7 @@ var access = map[string][]Role{
 	rpcListNamespaces:  everyone,
 	rpcGetNamespace:    everyone,
 	rpcAttachNamespace: adminOnly,
+	rpcAttachMany:      adminOnly,
 	rpcDetachNamespace: adminOnly,
 	rpcWatchNamespaces: everyone,
 	rpcEcho:            everyone,

@@ -45,7 +45,7 @@ var (
 		"Publish()": invalid, "Publish(A)": ok, "Publish(B)": ok,
 		"PublishStream()": invalid, "PublishStream(A)": ok, "PublishStream(B)": ok,
 		"Subscribe()": invalid, "Subscribe(A)": ok, "Subscribe(B)": ok,
-		"AttachNamespace(C)": ok, "DetachNamespace(C)": ok,
+		"AttachNamespace(C)": ok, "AttachNamespaces(C)": ok, "DetachNamespace(C)": ok,
 		"ReleaseModule": ok, "ResumeModule": ok,
 	}
 	tenantACells = map[string]codes.Code{
@@ -56,7 +56,8 @@ var (
 		"Publish()": ok, "Publish(A)": ok, "Publish(B)": nfound,
 		"PublishStream()": ok, "PublishStream(A)": ok, "PublishStream(B)": nfound,
 		"Subscribe()": ok, "Subscribe(A)": ok, "Subscribe(B)": nfound,
-		"AttachNamespace(C)": denied, "DetachNamespace(C)": denied, "DetachNamespace(A)": denied,
+		"AttachNamespace(C)": denied, "AttachNamespaces(C)": denied,
+		"DetachNamespace(C)": denied, "DetachNamespace(A)": denied,
 		"ReleaseModule": denied, "ResumeModule": denied,
 	}
 	tenantBCells = map[string]codes.Code{
@@ -67,7 +68,8 @@ var (
 		"Publish()": ok, "Publish(A)": nfound, "Publish(B)": ok,
 		"PublishStream()": ok, "PublishStream(A)": nfound, "PublishStream(B)": ok,
 		"Subscribe()": ok, "Subscribe(A)": nfound, "Subscribe(B)": ok,
-		"AttachNamespace(C)": denied, "DetachNamespace(C)": denied, "DetachNamespace(A)": denied,
+		"AttachNamespace(C)": denied, "AttachNamespaces(C)": denied,
+		"DetachNamespace(C)": denied, "DetachNamespace(A)": denied,
 		"ReleaseModule": denied, "ResumeModule": denied,
 	}
 )
@@ -135,18 +137,19 @@ func parseCell(cell string) (rpc, target string) {
 type runner func(t *testing.T, e *env, p principal, target string) error
 
 var runners = map[string]runner{
-	"ListNamespaces":  runList,
-	"WatchNamespaces": runWatch,
-	"Stats":           runStats,
-	"GetNamespace":    runGet,
-	"Echo":            runEcho,
-	"Publish":         runPublish,
-	"PublishStream":   runPublishStream,
-	"Subscribe":       runSubscribe,
-	"AttachNamespace": runAttach,
-	"DetachNamespace": runDetach,
-	"ReleaseModule":   runRelease,
-	"ResumeModule":    runResume,
+	"ListNamespaces":   runList,
+	"WatchNamespaces":  runWatch,
+	"Stats":            runStats,
+	"GetNamespace":     runGet,
+	"Echo":             runEcho,
+	"Publish":          runPublish,
+	"PublishStream":    runPublishStream,
+	"Subscribe":        runSubscribe,
+	"AttachNamespace":  runAttach,
+	"AttachNamespaces": runAttachMany,
+	"DetachNamespace":  runDetach,
+	"ReleaseModule":    runRelease,
+	"ResumeModule":     runResume,
 }
 
 // nsField is what the request's namespace field says for target.
@@ -443,6 +446,29 @@ func runAttach(t *testing.T, e *env, p principal, _ string) error {
 	return nil
 }
 
+func runAttachMany(t *testing.T, e *env, p principal, _ string) error {
+	name, ns := newNamed(t)
+	r, err := p.client.AttachNamespaces(testContext(t), &nsbrokerv1.AttachNamespacesRequest{
+		Namespaces: []*nsbrokerv1.AttachNamespaceRequest{{Name: name, Ref: byName(name)}}})
+	in, getErr := e.b.Get(name)
+	if err != nil {
+		if getErr == nil {
+			t.Errorf("refused AttachNamespaces attached %s all the same", name)
+		}
+		return err
+	}
+	defer e.b.Detach(name)
+	if len(r.Results) != 1 || r.Results[0].Code != 0 {
+		t.Fatalf("AttachNamespaces of one namespace: got %v, want one attached", r.Results)
+	}
+	got := r.Results[0].Namespace
+	if got.Name != name || got.Inode != uint64(ns.Inode()) || getErr != nil || in.Inode != ns.Inode() {
+		t.Errorf("AttachNamespaces: got %s inode %d, broker has inode %d (%v), want %s inode %d",
+			got.Name, got.Inode, in.Inode, getErr, name, ns.Inode())
+	}
+	return nil
+}
+
 func runDetach(t *testing.T, e *env, p principal, target string) error {
 	name := e.names[target]
 	if target == "C" {
@@ -545,4 +571,35 @@ func runResume(t *testing.T, e *env, p principal, _ string) error {
 		t.Errorf("ResumeModule with wait answered %v, want %v", got, want)
 	}
 	return nil
+}
+
+// TestMatrixCoversEveryRPC fails when an rpc of the service is missing
+// from the access table, the runners or the matrix's rows.
+func TestMatrixCoversEveryRPC(t *testing.T) {
+	var rpcs []string
+	for _, m := range nsbrokerv1.Broker_ServiceDesc.Methods {
+		rpcs = append(rpcs, m.MethodName)
+	}
+	for _, s := range nsbrokerv1.Broker_ServiceDesc.Streams {
+		rpcs = append(rpcs, s.StreamName)
+	}
+	for _, rpc := range rpcs {
+		if _, ok := access[rpc]; !ok {
+			t.Errorf("%s: no entry in access", rpc)
+		}
+		if _, ok := runners[rpc]; !ok {
+			t.Errorf("%s: no runner", rpc)
+		}
+		for _, cells := range []map[string]codes.Code{adminCells, tenantACells, tenantBCells} {
+			found := false
+			for cell := range cells {
+				if r, _ := parseCell(cell); r == rpc {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s: no cell in a row of the matrix", rpc)
+			}
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,6 +49,11 @@ func (s *Server) AttachNamespace(ctx context.Context, req *nsbrokerv1.AttachName
 	if _, err := s.authorize(ctx, rpcAttachNamespace); err != nil {
 		return nil, err
 	}
+	return s.attach(ctx, req)
+}
+
+// attach attaches what req names, for an authorized caller.
+func (s *Server) attach(ctx context.Context, req *nsbrokerv1.AttachNamespaceRequest) (*nsbrokerv1.Namespace, error) {
 	ref := refFromProto(req.GetRef())
 	if err := ref.Validate(); err != nil {
 		return nil, ToStatus(err)
@@ -56,6 +63,60 @@ func (s *Server) AttachNamespace(ctx context.Context, req *nsbrokerv1.AttachName
 		return nil, ToStatus(err)
 	}
 	return namespaceToProto(in), nil
+}
+
+// MaxAttachMany is the most entries one AttachNamespaces request may hold.
+const MaxAttachMany = 10000
+
+// AttachNamespaces attaches several namespaces (admin only), each as
+// AttachNamespace would. Up to GOMAXPROCS attach at a time: an attach
+// spends most of its time in system calls on a thread of its own in the
+// namespace, so they overlap. Once the call is cancelled, the entries not
+// yet started are not attached and get its status.
+func (s *Server) AttachNamespaces(ctx context.Context, req *nsbrokerv1.AttachNamespacesRequest) (*nsbrokerv1.AttachNamespacesResponse, error) {
+	if _, err := s.authorize(ctx, rpcAttachMany); err != nil {
+		return nil, err
+	}
+	entries := req.GetNamespaces()
+	if len(entries) > MaxAttachMany {
+		return nil, status.Errorf(codes.InvalidArgument, "%d namespaces in one request; at most %d", len(entries), MaxAttachMany)
+	}
+	results := make([]*nsbrokerv1.AttachResult, len(entries))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(entries)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				results[i] = s.attachOne(ctx, entries[i])
+			}
+		}()
+	}
+	for i := range entries {
+		if ctx.Err() != nil {
+			results[i] = failedAttach(status.FromContextError(ctx.Err()))
+			continue
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return &nsbrokerv1.AttachNamespacesResponse{Results: results}, nil
+}
+
+// attachOne attaches one entry of AttachNamespaces.
+func (s *Server) attachOne(ctx context.Context, req *nsbrokerv1.AttachNamespaceRequest) *nsbrokerv1.AttachResult {
+	ns, err := s.attach(ctx, req)
+	if err != nil {
+		return failedAttach(status.Convert(err))
+	}
+	return &nsbrokerv1.AttachResult{Namespace: ns}
+}
+
+// failedAttach is the result of an entry that was not attached.
+func failedAttach(st *status.Status) *nsbrokerv1.AttachResult {
+	return &nsbrokerv1.AttachResult{Code: int32(st.Code()), Message: st.Message()}
 }
 
 // DetachNamespace detaches a namespace (admin only).

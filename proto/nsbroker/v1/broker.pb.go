@@ -210,7 +210,7 @@ func (x NamespaceEvent_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NamespaceEvent_Kind.Descriptor instead.
 func (NamespaceEvent_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{9, 0}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{12, 0}
 }
 
 // NamespaceRef says how to find a network namespace.
@@ -623,6 +623,164 @@ func (x *AttachNamespaceRequest) GetRef() *NamespaceRef {
 	return nil
 }
 
+// AttachNamespacesRequest lists the namespaces to attach: at most
+// 10,000 entries.
+type AttachNamespacesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per namespace, as for AttachNamespace.
+	Namespaces    []*AttachNamespaceRequest `protobuf:"bytes,1,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachNamespacesRequest) Reset() {
+	*x = AttachNamespacesRequest{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachNamespacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachNamespacesRequest) ProtoMessage() {}
+
+func (x *AttachNamespacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachNamespacesRequest.ProtoReflect.Descriptor instead.
+func (*AttachNamespacesRequest) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AttachNamespacesRequest) GetNamespaces() []*AttachNamespaceRequest {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+// AttachNamespacesResponse has one result per entry of the request, in
+// its order.
+type AttachNamespacesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*AttachResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachNamespacesResponse) Reset() {
+	*x = AttachNamespacesResponse{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachNamespacesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachNamespacesResponse) ProtoMessage() {}
+
+func (x *AttachNamespacesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachNamespacesResponse.ProtoReflect.Descriptor instead.
+func (*AttachNamespacesResponse) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AttachNamespacesResponse) GetResults() []*AttachResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// AttachResult is the outcome of one entry of AttachNamespaces: the
+// namespace, or the status AttachNamespace would have returned for it.
+type AttachResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The attached namespace; unset when code is not 0 (OK).
+	Namespace *Namespace `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// The gRPC status code (google.rpc.Code) of the entry; 0 when attached.
+	Code int32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// The status message when code is not 0.
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachResult) Reset() {
+	*x = AttachResult{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachResult) ProtoMessage() {}
+
+func (x *AttachResult) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachResult.ProtoReflect.Descriptor instead.
+func (*AttachResult) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AttachResult) GetNamespace() *Namespace {
+	if x != nil {
+		return x.Namespace
+	}
+	return nil
+}
+
+func (x *AttachResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *AttachResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // DetachNamespaceRequest names a namespace.
 type DetachNamespaceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -634,7 +792,7 @@ type DetachNamespaceRequest struct {
 
 func (x *DetachNamespaceRequest) Reset() {
 	*x = DetachNamespaceRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +804,7 @@ func (x *DetachNamespaceRequest) String() string {
 func (*DetachNamespaceRequest) ProtoMessage() {}
 
 func (x *DetachNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +817,7 @@ func (x *DetachNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*DetachNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DetachNamespaceRequest) GetNamespace() string {
@@ -678,7 +836,7 @@ type DetachNamespaceResponse struct {
 
 func (x *DetachNamespaceResponse) Reset() {
 	*x = DetachNamespaceResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +848,7 @@ func (x *DetachNamespaceResponse) String() string {
 func (*DetachNamespaceResponse) ProtoMessage() {}
 
 func (x *DetachNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +861,7 @@ func (x *DetachNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*DetachNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 // WatchNamespacesRequest has no fields.
@@ -715,7 +873,7 @@ type WatchNamespacesRequest struct {
 
 func (x *WatchNamespacesRequest) Reset() {
 	*x = WatchNamespacesRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +885,7 @@ func (x *WatchNamespacesRequest) String() string {
 func (*WatchNamespacesRequest) ProtoMessage() {}
 
 func (x *WatchNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +898,7 @@ func (x *WatchNamespacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNamespacesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 // NamespaceEvent is one change of an attached namespace.
@@ -758,7 +916,7 @@ type NamespaceEvent struct {
 
 func (x *NamespaceEvent) Reset() {
 	*x = NamespaceEvent{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +928,7 @@ func (x *NamespaceEvent) String() string {
 func (*NamespaceEvent) ProtoMessage() {}
 
 func (x *NamespaceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +941,7 @@ func (x *NamespaceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceEvent.ProtoReflect.Descriptor instead.
 func (*NamespaceEvent) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NamespaceEvent) GetKind() NamespaceEvent_Kind {
@@ -820,7 +978,7 @@ type EchoRequest struct {
 
 func (x *EchoRequest) Reset() {
 	*x = EchoRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +990,7 @@ func (x *EchoRequest) String() string {
 func (*EchoRequest) ProtoMessage() {}
 
 func (x *EchoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1003,7 @@ func (x *EchoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoRequest.ProtoReflect.Descriptor instead.
 func (*EchoRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EchoRequest) GetNamespace() string {
@@ -876,7 +1034,7 @@ type EchoResponse struct {
 
 func (x *EchoResponse) Reset() {
 	*x = EchoResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1046,7 @@ func (x *EchoResponse) String() string {
 func (*EchoResponse) ProtoMessage() {}
 
 func (x *EchoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1059,7 @@ func (x *EchoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoResponse.ProtoReflect.Descriptor instead.
 func (*EchoResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EchoResponse) GetPayload() []byte {
@@ -940,7 +1098,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1110,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1123,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PublishRequest) GetNamespace() string {
@@ -1004,7 +1162,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1174,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1187,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PublishResponse) GetGroup() uint32 {
@@ -1066,7 +1224,7 @@ type PublishStreamResponse struct {
 
 func (x *PublishStreamResponse) Reset() {
 	*x = PublishStreamResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1236,7 @@ func (x *PublishStreamResponse) String() string {
 func (*PublishStreamResponse) ProtoMessage() {}
 
 func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1249,7 @@ func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishStreamResponse.ProtoReflect.Descriptor instead.
 func (*PublishStreamResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PublishStreamResponse) GetPublished() uint64 {
@@ -1121,7 +1279,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1291,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1304,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubscribeRequest) GetNamespace() string {
@@ -1177,7 +1335,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1347,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1360,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubscribeResponse) GetItem() isSubscribeResponse_Item {
@@ -1275,7 +1433,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1445,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1458,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetNamespace() string {
@@ -1378,7 +1536,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1548,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1561,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Gap) GetNamespace() string {
@@ -1452,7 +1610,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1622,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1635,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatsRequest) GetNamespace() string {
@@ -1502,7 +1660,7 @@ type KernelCounters struct {
 
 func (x *KernelCounters) Reset() {
 	*x = KernelCounters{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1672,7 @@ func (x *KernelCounters) String() string {
 func (*KernelCounters) ProtoMessage() {}
 
 func (x *KernelCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1685,7 @@ func (x *KernelCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelCounters.ProtoReflect.Descriptor instead.
 func (*KernelCounters) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KernelCounters) GetEcho() uint64 {
@@ -1587,7 +1745,7 @@ type DaemonCounters struct {
 
 func (x *DaemonCounters) Reset() {
 	*x = DaemonCounters{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1757,7 @@ func (x *DaemonCounters) String() string {
 func (*DaemonCounters) ProtoMessage() {}
 
 func (x *DaemonCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1770,7 @@ func (x *DaemonCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DaemonCounters.ProtoReflect.Descriptor instead.
 func (*DaemonCounters) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DaemonCounters) GetReceived() uint64 {
@@ -1672,7 +1830,7 @@ type NamespaceStats struct {
 
 func (x *NamespaceStats) Reset() {
 	*x = NamespaceStats{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1842,7 @@ func (x *NamespaceStats) String() string {
 func (*NamespaceStats) ProtoMessage() {}
 
 func (x *NamespaceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1855,7 @@ func (x *NamespaceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceStats.ProtoReflect.Descriptor instead.
 func (*NamespaceStats) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NamespaceStats) GetNamespace() string {
@@ -1735,7 +1893,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1905,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1918,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatsResponse) GetNamespaces() []*NamespaceStats {
@@ -1786,7 +1944,7 @@ type ReleaseModuleRequest struct {
 
 func (x *ReleaseModuleRequest) Reset() {
 	*x = ReleaseModuleRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1956,7 @@ func (x *ReleaseModuleRequest) String() string {
 func (*ReleaseModuleRequest) ProtoMessage() {}
 
 func (x *ReleaseModuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1969,7 @@ func (x *ReleaseModuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseModuleRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseModuleRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 // ReleaseModuleResponse lists the namespaces after the release.
@@ -1826,7 +1984,7 @@ type ReleaseModuleResponse struct {
 
 func (x *ReleaseModuleResponse) Reset() {
 	*x = ReleaseModuleResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1996,7 @@ func (x *ReleaseModuleResponse) String() string {
 func (*ReleaseModuleResponse) ProtoMessage() {}
 
 func (x *ReleaseModuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +2009,7 @@ func (x *ReleaseModuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseModuleResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseModuleResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReleaseModuleResponse) GetNamespaces() []*Namespace {
@@ -1874,7 +2032,7 @@ type ResumeModuleRequest struct {
 
 func (x *ResumeModuleRequest) Reset() {
 	*x = ResumeModuleRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2044,7 @@ func (x *ResumeModuleRequest) String() string {
 func (*ResumeModuleRequest) ProtoMessage() {}
 
 func (x *ResumeModuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2057,7 @@ func (x *ResumeModuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeModuleRequest.ProtoReflect.Descriptor instead.
 func (*ResumeModuleRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResumeModuleRequest) GetWait() bool {
@@ -1922,7 +2080,7 @@ type ResumeModuleResponse struct {
 
 func (x *ResumeModuleResponse) Reset() {
 	*x = ResumeModuleResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2092,7 @@ func (x *ResumeModuleResponse) String() string {
 func (*ResumeModuleResponse) ProtoMessage() {}
 
 func (x *ResumeModuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2105,7 @@ func (x *ResumeModuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeModuleResponse.ProtoReflect.Descriptor instead.
 func (*ResumeModuleResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeModuleResponse) GetNamespaces() []*Namespace {
@@ -1989,7 +2147,17 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"Y\n" +
 	"\x16AttachNamespaceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
-	"\x03ref\x18\x02 \x01(\v2\x19.nsbroker.v1.NamespaceRefR\x03ref\"6\n" +
+	"\x03ref\x18\x02 \x01(\v2\x19.nsbroker.v1.NamespaceRefR\x03ref\"^\n" +
+	"\x17AttachNamespacesRequest\x12C\n" +
+	"\n" +
+	"namespaces\x18\x01 \x03(\v2#.nsbroker.v1.AttachNamespaceRequestR\n" +
+	"namespaces\"O\n" +
+	"\x18AttachNamespacesResponse\x123\n" +
+	"\aresults\x18\x01 \x03(\v2\x19.nsbroker.v1.AttachResultR\aresults\"r\n" +
+	"\fAttachResult\x124\n" +
+	"\tnamespace\x18\x01 \x01(\v2\x16.nsbroker.v1.NamespaceR\tnamespace\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"6\n" +
 	"\x16DetachNamespaceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"\x19\n" +
 	"\x17DetachNamespaceResponse\"\x18\n" +
@@ -2099,11 +2267,12 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\x1aLOSS_REASON_KERNEL_OVERRUN\x10\x01\x12\x1a\n" +
 	"\x16LOSS_REASON_QUEUE_FULL\x10\x02\x12\x18\n" +
 	"\x14LOSS_REASON_RELEASED\x10\x03\x12\x1f\n" +
-	"\x1bLOSS_REASON_MODULE_RELOADED\x10\x042\xc4\a\n" +
+	"\x1bLOSS_REASON_MODULE_RELOADED\x10\x042\xa5\b\n" +
 	"\x06Broker\x12Y\n" +
 	"\x0eListNamespaces\x12\".nsbroker.v1.ListNamespacesRequest\x1a#.nsbroker.v1.ListNamespacesResponse\x12H\n" +
 	"\fGetNamespace\x12 .nsbroker.v1.GetNamespaceRequest\x1a\x16.nsbroker.v1.Namespace\x12N\n" +
-	"\x0fAttachNamespace\x12#.nsbroker.v1.AttachNamespaceRequest\x1a\x16.nsbroker.v1.Namespace\x12\\\n" +
+	"\x0fAttachNamespace\x12#.nsbroker.v1.AttachNamespaceRequest\x1a\x16.nsbroker.v1.Namespace\x12_\n" +
+	"\x10AttachNamespaces\x12$.nsbroker.v1.AttachNamespacesRequest\x1a%.nsbroker.v1.AttachNamespacesResponse\x12\\\n" +
 	"\x0fDetachNamespace\x12#.nsbroker.v1.DetachNamespaceRequest\x1a$.nsbroker.v1.DetachNamespaceResponse\x12U\n" +
 	"\x0fWatchNamespaces\x12#.nsbroker.v1.WatchNamespacesRequest\x1a\x1b.nsbroker.v1.NamespaceEvent0\x01\x12;\n" +
 	"\x04Echo\x12\x18.nsbroker.v1.EchoRequest\x1a\x19.nsbroker.v1.EchoResponse\x12D\n" +
@@ -2127,89 +2296,97 @@ func file_nsbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_nsbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_nsbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_nsbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_nsbroker_v1_broker_proto_goTypes = []any{
-	(NamespaceState)(0),             // 0: nsbroker.v1.NamespaceState
-	(LossReason)(0),                 // 1: nsbroker.v1.LossReason
-	(NamespaceEvent_Kind)(0),        // 2: nsbroker.v1.NamespaceEvent.Kind
-	(*NamespaceRef)(nil),            // 3: nsbroker.v1.NamespaceRef
-	(*Namespace)(nil),               // 4: nsbroker.v1.Namespace
-	(*ListNamespacesRequest)(nil),   // 5: nsbroker.v1.ListNamespacesRequest
-	(*ListNamespacesResponse)(nil),  // 6: nsbroker.v1.ListNamespacesResponse
-	(*GetNamespaceRequest)(nil),     // 7: nsbroker.v1.GetNamespaceRequest
-	(*AttachNamespaceRequest)(nil),  // 8: nsbroker.v1.AttachNamespaceRequest
-	(*DetachNamespaceRequest)(nil),  // 9: nsbroker.v1.DetachNamespaceRequest
-	(*DetachNamespaceResponse)(nil), // 10: nsbroker.v1.DetachNamespaceResponse
-	(*WatchNamespacesRequest)(nil),  // 11: nsbroker.v1.WatchNamespacesRequest
-	(*NamespaceEvent)(nil),          // 12: nsbroker.v1.NamespaceEvent
-	(*EchoRequest)(nil),             // 13: nsbroker.v1.EchoRequest
-	(*EchoResponse)(nil),            // 14: nsbroker.v1.EchoResponse
-	(*PublishRequest)(nil),          // 15: nsbroker.v1.PublishRequest
-	(*PublishResponse)(nil),         // 16: nsbroker.v1.PublishResponse
-	(*PublishStreamResponse)(nil),   // 17: nsbroker.v1.PublishStreamResponse
-	(*SubscribeRequest)(nil),        // 18: nsbroker.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 19: nsbroker.v1.SubscribeResponse
-	(*Event)(nil),                   // 20: nsbroker.v1.Event
-	(*Gap)(nil),                     // 21: nsbroker.v1.Gap
-	(*StatsRequest)(nil),            // 22: nsbroker.v1.StatsRequest
-	(*KernelCounters)(nil),          // 23: nsbroker.v1.KernelCounters
-	(*DaemonCounters)(nil),          // 24: nsbroker.v1.DaemonCounters
-	(*NamespaceStats)(nil),          // 25: nsbroker.v1.NamespaceStats
-	(*StatsResponse)(nil),           // 26: nsbroker.v1.StatsResponse
-	(*ReleaseModuleRequest)(nil),    // 27: nsbroker.v1.ReleaseModuleRequest
-	(*ReleaseModuleResponse)(nil),   // 28: nsbroker.v1.ReleaseModuleResponse
-	(*ResumeModuleRequest)(nil),     // 29: nsbroker.v1.ResumeModuleRequest
-	(*ResumeModuleResponse)(nil),    // 30: nsbroker.v1.ResumeModuleResponse
-	nil,                             // 31: nsbroker.v1.PublishStreamResponse.LastSeqEntry
-	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
+	(NamespaceState)(0),              // 0: nsbroker.v1.NamespaceState
+	(LossReason)(0),                  // 1: nsbroker.v1.LossReason
+	(NamespaceEvent_Kind)(0),         // 2: nsbroker.v1.NamespaceEvent.Kind
+	(*NamespaceRef)(nil),             // 3: nsbroker.v1.NamespaceRef
+	(*Namespace)(nil),                // 4: nsbroker.v1.Namespace
+	(*ListNamespacesRequest)(nil),    // 5: nsbroker.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),   // 6: nsbroker.v1.ListNamespacesResponse
+	(*GetNamespaceRequest)(nil),      // 7: nsbroker.v1.GetNamespaceRequest
+	(*AttachNamespaceRequest)(nil),   // 8: nsbroker.v1.AttachNamespaceRequest
+	(*AttachNamespacesRequest)(nil),  // 9: nsbroker.v1.AttachNamespacesRequest
+	(*AttachNamespacesResponse)(nil), // 10: nsbroker.v1.AttachNamespacesResponse
+	(*AttachResult)(nil),             // 11: nsbroker.v1.AttachResult
+	(*DetachNamespaceRequest)(nil),   // 12: nsbroker.v1.DetachNamespaceRequest
+	(*DetachNamespaceResponse)(nil),  // 13: nsbroker.v1.DetachNamespaceResponse
+	(*WatchNamespacesRequest)(nil),   // 14: nsbroker.v1.WatchNamespacesRequest
+	(*NamespaceEvent)(nil),           // 15: nsbroker.v1.NamespaceEvent
+	(*EchoRequest)(nil),              // 16: nsbroker.v1.EchoRequest
+	(*EchoResponse)(nil),             // 17: nsbroker.v1.EchoResponse
+	(*PublishRequest)(nil),           // 18: nsbroker.v1.PublishRequest
+	(*PublishResponse)(nil),          // 19: nsbroker.v1.PublishResponse
+	(*PublishStreamResponse)(nil),    // 20: nsbroker.v1.PublishStreamResponse
+	(*SubscribeRequest)(nil),         // 21: nsbroker.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),        // 22: nsbroker.v1.SubscribeResponse
+	(*Event)(nil),                    // 23: nsbroker.v1.Event
+	(*Gap)(nil),                      // 24: nsbroker.v1.Gap
+	(*StatsRequest)(nil),             // 25: nsbroker.v1.StatsRequest
+	(*KernelCounters)(nil),           // 26: nsbroker.v1.KernelCounters
+	(*DaemonCounters)(nil),           // 27: nsbroker.v1.DaemonCounters
+	(*NamespaceStats)(nil),           // 28: nsbroker.v1.NamespaceStats
+	(*StatsResponse)(nil),            // 29: nsbroker.v1.StatsResponse
+	(*ReleaseModuleRequest)(nil),     // 30: nsbroker.v1.ReleaseModuleRequest
+	(*ReleaseModuleResponse)(nil),    // 31: nsbroker.v1.ReleaseModuleResponse
+	(*ResumeModuleRequest)(nil),      // 32: nsbroker.v1.ResumeModuleRequest
+	(*ResumeModuleResponse)(nil),     // 33: nsbroker.v1.ResumeModuleResponse
+	nil,                              // 34: nsbroker.v1.PublishStreamResponse.LastSeqEntry
+	(*timestamppb.Timestamp)(nil),    // 35: google.protobuf.Timestamp
 }
 var file_nsbroker_v1_broker_proto_depIdxs = []int32{
 	3,  // 0: nsbroker.v1.Namespace.ref:type_name -> nsbroker.v1.NamespaceRef
 	0,  // 1: nsbroker.v1.Namespace.state:type_name -> nsbroker.v1.NamespaceState
-	32, // 2: nsbroker.v1.Namespace.attached_at:type_name -> google.protobuf.Timestamp
+	35, // 2: nsbroker.v1.Namespace.attached_at:type_name -> google.protobuf.Timestamp
 	4,  // 3: nsbroker.v1.ListNamespacesResponse.namespaces:type_name -> nsbroker.v1.Namespace
 	3,  // 4: nsbroker.v1.AttachNamespaceRequest.ref:type_name -> nsbroker.v1.NamespaceRef
-	2,  // 5: nsbroker.v1.NamespaceEvent.kind:type_name -> nsbroker.v1.NamespaceEvent.Kind
-	4,  // 6: nsbroker.v1.NamespaceEvent.namespace:type_name -> nsbroker.v1.Namespace
-	31, // 7: nsbroker.v1.PublishStreamResponse.last_seq:type_name -> nsbroker.v1.PublishStreamResponse.LastSeqEntry
-	20, // 8: nsbroker.v1.SubscribeResponse.event:type_name -> nsbroker.v1.Event
-	21, // 9: nsbroker.v1.SubscribeResponse.gap:type_name -> nsbroker.v1.Gap
-	32, // 10: nsbroker.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	1,  // 11: nsbroker.v1.Gap.reason:type_name -> nsbroker.v1.LossReason
-	23, // 12: nsbroker.v1.NamespaceStats.kernel:type_name -> nsbroker.v1.KernelCounters
-	24, // 13: nsbroker.v1.NamespaceStats.daemon:type_name -> nsbroker.v1.DaemonCounters
-	25, // 14: nsbroker.v1.StatsResponse.namespaces:type_name -> nsbroker.v1.NamespaceStats
-	4,  // 15: nsbroker.v1.ReleaseModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
-	4,  // 16: nsbroker.v1.ResumeModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
-	5,  // 17: nsbroker.v1.Broker.ListNamespaces:input_type -> nsbroker.v1.ListNamespacesRequest
-	7,  // 18: nsbroker.v1.Broker.GetNamespace:input_type -> nsbroker.v1.GetNamespaceRequest
-	8,  // 19: nsbroker.v1.Broker.AttachNamespace:input_type -> nsbroker.v1.AttachNamespaceRequest
-	9,  // 20: nsbroker.v1.Broker.DetachNamespace:input_type -> nsbroker.v1.DetachNamespaceRequest
-	11, // 21: nsbroker.v1.Broker.WatchNamespaces:input_type -> nsbroker.v1.WatchNamespacesRequest
-	13, // 22: nsbroker.v1.Broker.Echo:input_type -> nsbroker.v1.EchoRequest
-	15, // 23: nsbroker.v1.Broker.Publish:input_type -> nsbroker.v1.PublishRequest
-	15, // 24: nsbroker.v1.Broker.PublishStream:input_type -> nsbroker.v1.PublishRequest
-	18, // 25: nsbroker.v1.Broker.Subscribe:input_type -> nsbroker.v1.SubscribeRequest
-	22, // 26: nsbroker.v1.Broker.Stats:input_type -> nsbroker.v1.StatsRequest
-	27, // 27: nsbroker.v1.Broker.ReleaseModule:input_type -> nsbroker.v1.ReleaseModuleRequest
-	29, // 28: nsbroker.v1.Broker.ResumeModule:input_type -> nsbroker.v1.ResumeModuleRequest
-	6,  // 29: nsbroker.v1.Broker.ListNamespaces:output_type -> nsbroker.v1.ListNamespacesResponse
-	4,  // 30: nsbroker.v1.Broker.GetNamespace:output_type -> nsbroker.v1.Namespace
-	4,  // 31: nsbroker.v1.Broker.AttachNamespace:output_type -> nsbroker.v1.Namespace
-	10, // 32: nsbroker.v1.Broker.DetachNamespace:output_type -> nsbroker.v1.DetachNamespaceResponse
-	12, // 33: nsbroker.v1.Broker.WatchNamespaces:output_type -> nsbroker.v1.NamespaceEvent
-	14, // 34: nsbroker.v1.Broker.Echo:output_type -> nsbroker.v1.EchoResponse
-	16, // 35: nsbroker.v1.Broker.Publish:output_type -> nsbroker.v1.PublishResponse
-	17, // 36: nsbroker.v1.Broker.PublishStream:output_type -> nsbroker.v1.PublishStreamResponse
-	19, // 37: nsbroker.v1.Broker.Subscribe:output_type -> nsbroker.v1.SubscribeResponse
-	26, // 38: nsbroker.v1.Broker.Stats:output_type -> nsbroker.v1.StatsResponse
-	28, // 39: nsbroker.v1.Broker.ReleaseModule:output_type -> nsbroker.v1.ReleaseModuleResponse
-	30, // 40: nsbroker.v1.Broker.ResumeModule:output_type -> nsbroker.v1.ResumeModuleResponse
-	29, // [29:41] is the sub-list for method output_type
-	17, // [17:29] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	8,  // 5: nsbroker.v1.AttachNamespacesRequest.namespaces:type_name -> nsbroker.v1.AttachNamespaceRequest
+	11, // 6: nsbroker.v1.AttachNamespacesResponse.results:type_name -> nsbroker.v1.AttachResult
+	4,  // 7: nsbroker.v1.AttachResult.namespace:type_name -> nsbroker.v1.Namespace
+	2,  // 8: nsbroker.v1.NamespaceEvent.kind:type_name -> nsbroker.v1.NamespaceEvent.Kind
+	4,  // 9: nsbroker.v1.NamespaceEvent.namespace:type_name -> nsbroker.v1.Namespace
+	34, // 10: nsbroker.v1.PublishStreamResponse.last_seq:type_name -> nsbroker.v1.PublishStreamResponse.LastSeqEntry
+	23, // 11: nsbroker.v1.SubscribeResponse.event:type_name -> nsbroker.v1.Event
+	24, // 12: nsbroker.v1.SubscribeResponse.gap:type_name -> nsbroker.v1.Gap
+	35, // 13: nsbroker.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	1,  // 14: nsbroker.v1.Gap.reason:type_name -> nsbroker.v1.LossReason
+	26, // 15: nsbroker.v1.NamespaceStats.kernel:type_name -> nsbroker.v1.KernelCounters
+	27, // 16: nsbroker.v1.NamespaceStats.daemon:type_name -> nsbroker.v1.DaemonCounters
+	28, // 17: nsbroker.v1.StatsResponse.namespaces:type_name -> nsbroker.v1.NamespaceStats
+	4,  // 18: nsbroker.v1.ReleaseModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	4,  // 19: nsbroker.v1.ResumeModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	5,  // 20: nsbroker.v1.Broker.ListNamespaces:input_type -> nsbroker.v1.ListNamespacesRequest
+	7,  // 21: nsbroker.v1.Broker.GetNamespace:input_type -> nsbroker.v1.GetNamespaceRequest
+	8,  // 22: nsbroker.v1.Broker.AttachNamespace:input_type -> nsbroker.v1.AttachNamespaceRequest
+	9,  // 23: nsbroker.v1.Broker.AttachNamespaces:input_type -> nsbroker.v1.AttachNamespacesRequest
+	12, // 24: nsbroker.v1.Broker.DetachNamespace:input_type -> nsbroker.v1.DetachNamespaceRequest
+	14, // 25: nsbroker.v1.Broker.WatchNamespaces:input_type -> nsbroker.v1.WatchNamespacesRequest
+	16, // 26: nsbroker.v1.Broker.Echo:input_type -> nsbroker.v1.EchoRequest
+	18, // 27: nsbroker.v1.Broker.Publish:input_type -> nsbroker.v1.PublishRequest
+	18, // 28: nsbroker.v1.Broker.PublishStream:input_type -> nsbroker.v1.PublishRequest
+	21, // 29: nsbroker.v1.Broker.Subscribe:input_type -> nsbroker.v1.SubscribeRequest
+	25, // 30: nsbroker.v1.Broker.Stats:input_type -> nsbroker.v1.StatsRequest
+	30, // 31: nsbroker.v1.Broker.ReleaseModule:input_type -> nsbroker.v1.ReleaseModuleRequest
+	32, // 32: nsbroker.v1.Broker.ResumeModule:input_type -> nsbroker.v1.ResumeModuleRequest
+	6,  // 33: nsbroker.v1.Broker.ListNamespaces:output_type -> nsbroker.v1.ListNamespacesResponse
+	4,  // 34: nsbroker.v1.Broker.GetNamespace:output_type -> nsbroker.v1.Namespace
+	4,  // 35: nsbroker.v1.Broker.AttachNamespace:output_type -> nsbroker.v1.Namespace
+	10, // 36: nsbroker.v1.Broker.AttachNamespaces:output_type -> nsbroker.v1.AttachNamespacesResponse
+	13, // 37: nsbroker.v1.Broker.DetachNamespace:output_type -> nsbroker.v1.DetachNamespaceResponse
+	15, // 38: nsbroker.v1.Broker.WatchNamespaces:output_type -> nsbroker.v1.NamespaceEvent
+	17, // 39: nsbroker.v1.Broker.Echo:output_type -> nsbroker.v1.EchoResponse
+	19, // 40: nsbroker.v1.Broker.Publish:output_type -> nsbroker.v1.PublishResponse
+	20, // 41: nsbroker.v1.Broker.PublishStream:output_type -> nsbroker.v1.PublishStreamResponse
+	22, // 42: nsbroker.v1.Broker.Subscribe:output_type -> nsbroker.v1.SubscribeResponse
+	29, // 43: nsbroker.v1.Broker.Stats:output_type -> nsbroker.v1.StatsResponse
+	31, // 44: nsbroker.v1.Broker.ReleaseModule:output_type -> nsbroker.v1.ReleaseModuleResponse
+	33, // 45: nsbroker.v1.Broker.ResumeModule:output_type -> nsbroker.v1.ResumeModuleResponse
+	33, // [33:46] is the sub-list for method output_type
+	20, // [20:33] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_nsbroker_v1_broker_proto_init() }
@@ -2222,7 +2399,7 @@ func file_nsbroker_v1_broker_proto_init() {
 		(*NamespaceRef_Path)(nil),
 		(*NamespaceRef_Pid)(nil),
 	}
-	file_nsbroker_v1_broker_proto_msgTypes[16].OneofWrappers = []any{
+	file_nsbroker_v1_broker_proto_msgTypes[19].OneofWrappers = []any{
 		(*SubscribeResponse_Event)(nil),
 		(*SubscribeResponse_Gap)(nil),
 	}
@@ -2232,7 +2409,7 @@ func file_nsbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nsbroker_v1_broker_proto_rawDesc), len(file_nsbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,18 +34,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Broker_ListNamespaces_FullMethodName  = "/nsbroker.v1.Broker/ListNamespaces"
-	Broker_GetNamespace_FullMethodName    = "/nsbroker.v1.Broker/GetNamespace"
-	Broker_AttachNamespace_FullMethodName = "/nsbroker.v1.Broker/AttachNamespace"
-	Broker_DetachNamespace_FullMethodName = "/nsbroker.v1.Broker/DetachNamespace"
-	Broker_WatchNamespaces_FullMethodName = "/nsbroker.v1.Broker/WatchNamespaces"
-	Broker_Echo_FullMethodName            = "/nsbroker.v1.Broker/Echo"
-	Broker_Publish_FullMethodName         = "/nsbroker.v1.Broker/Publish"
-	Broker_PublishStream_FullMethodName   = "/nsbroker.v1.Broker/PublishStream"
-	Broker_Subscribe_FullMethodName       = "/nsbroker.v1.Broker/Subscribe"
-	Broker_Stats_FullMethodName           = "/nsbroker.v1.Broker/Stats"
-	Broker_ReleaseModule_FullMethodName   = "/nsbroker.v1.Broker/ReleaseModule"
-	Broker_ResumeModule_FullMethodName    = "/nsbroker.v1.Broker/ResumeModule"
+	Broker_ListNamespaces_FullMethodName   = "/nsbroker.v1.Broker/ListNamespaces"
+	Broker_GetNamespace_FullMethodName     = "/nsbroker.v1.Broker/GetNamespace"
+	Broker_AttachNamespace_FullMethodName  = "/nsbroker.v1.Broker/AttachNamespace"
+	Broker_AttachNamespaces_FullMethodName = "/nsbroker.v1.Broker/AttachNamespaces"
+	Broker_DetachNamespace_FullMethodName  = "/nsbroker.v1.Broker/DetachNamespace"
+	Broker_WatchNamespaces_FullMethodName  = "/nsbroker.v1.Broker/WatchNamespaces"
+	Broker_Echo_FullMethodName             = "/nsbroker.v1.Broker/Echo"
+	Broker_Publish_FullMethodName          = "/nsbroker.v1.Broker/Publish"
+	Broker_PublishStream_FullMethodName    = "/nsbroker.v1.Broker/PublishStream"
+	Broker_Subscribe_FullMethodName        = "/nsbroker.v1.Broker/Subscribe"
+	Broker_Stats_FullMethodName            = "/nsbroker.v1.Broker/Stats"
+	Broker_ReleaseModule_FullMethodName    = "/nsbroker.v1.Broker/ReleaseModule"
+	Broker_ResumeModule_FullMethodName     = "/nsbroker.v1.Broker/ResumeModule"
 )
 
 // BrokerClient is the client API for Broker service.
@@ -69,6 +70,12 @@ type BrokerClient interface {
 	// A namespace whose module is missing is attached as UNAVAILABLE and
 	// becomes READY by itself.
 	AttachNamespace(ctx context.Context, in *AttachNamespaceRequest, opts ...grpc.CallOption) (*Namespace, error)
+	// AttachNamespaces attaches several namespaces in one call (admin only),
+	// each as AttachNamespace would and independently of the others: one
+	// that fails leaves the rest attached. The results are in the order of
+	// the request. The call itself fails only for the request as a whole
+	// (caller, too many entries); a cancelled call may have attached some.
+	AttachNamespaces(ctx context.Context, in *AttachNamespacesRequest, opts ...grpc.CallOption) (*AttachNamespacesResponse, error)
 	// DetachNamespace closes everything the daemon holds in a namespace
 	// (admin only); its subscriptions end with status ABORTED.
 	DetachNamespace(ctx context.Context, in *DetachNamespaceRequest, opts ...grpc.CallOption) (*DetachNamespaceResponse, error)
@@ -136,6 +143,16 @@ func (c *brokerClient) AttachNamespace(ctx context.Context, in *AttachNamespaceR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Namespace)
 	err := c.cc.Invoke(ctx, Broker_AttachNamespace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *brokerClient) AttachNamespaces(ctx context.Context, in *AttachNamespacesRequest, opts ...grpc.CallOption) (*AttachNamespacesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AttachNamespacesResponse)
+	err := c.cc.Invoke(ctx, Broker_AttachNamespaces_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -274,6 +291,12 @@ type BrokerServer interface {
 	// A namespace whose module is missing is attached as UNAVAILABLE and
 	// becomes READY by itself.
 	AttachNamespace(context.Context, *AttachNamespaceRequest) (*Namespace, error)
+	// AttachNamespaces attaches several namespaces in one call (admin only),
+	// each as AttachNamespace would and independently of the others: one
+	// that fails leaves the rest attached. The results are in the order of
+	// the request. The call itself fails only for the request as a whole
+	// (caller, too many entries); a cancelled call may have attached some.
+	AttachNamespaces(context.Context, *AttachNamespacesRequest) (*AttachNamespacesResponse, error)
 	// DetachNamespace closes everything the daemon holds in a namespace
 	// (admin only); its subscriptions end with status ABORTED.
 	DetachNamespace(context.Context, *DetachNamespaceRequest) (*DetachNamespaceResponse, error)
@@ -325,6 +348,9 @@ func (UnimplementedBrokerServer) GetNamespace(context.Context, *GetNamespaceRequ
 }
 func (UnimplementedBrokerServer) AttachNamespace(context.Context, *AttachNamespaceRequest) (*Namespace, error) {
 	return nil, status.Error(codes.Unimplemented, "method AttachNamespace not implemented")
+}
+func (UnimplementedBrokerServer) AttachNamespaces(context.Context, *AttachNamespacesRequest) (*AttachNamespacesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AttachNamespaces not implemented")
 }
 func (UnimplementedBrokerServer) DetachNamespace(context.Context, *DetachNamespaceRequest) (*DetachNamespaceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DetachNamespace not implemented")
@@ -424,6 +450,24 @@ func _Broker_AttachNamespace_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(BrokerServer).AttachNamespace(ctx, req.(*AttachNamespaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Broker_AttachNamespaces_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AttachNamespacesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServer).AttachNamespaces(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Broker_AttachNamespaces_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServer).AttachNamespaces(ctx, req.(*AttachNamespacesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -583,6 +627,10 @@ var Broker_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AttachNamespace",
 			Handler:    _Broker_AttachNamespace_Handler,
+		},
+		{
+			MethodName: "AttachNamespaces",
+			Handler:    _Broker_AttachNamespaces_Handler,
 		},
 		{
 			MethodName: "DetachNamespace",

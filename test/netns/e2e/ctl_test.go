@@ -230,3 +230,64 @@ func TestIntegrationAttachByName(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+// TestIntegrationAttachMany: `ns attach` with several REFs attaches them
+// in one AttachNamespaces call against the real module: every namespace
+// that exists is attached and served in its own namespace, the missing
+// one is reported in its place, and the command exits 1 for it.
+func TestIntegrationAttachMany(t *testing.T) {
+	d := startDaemon(t)
+	var names []string
+	inodes := map[string]uint32{}
+	for range 4 {
+		name, inode := newNetns(t)
+		names = append(names, name)
+		inodes[name] = inode
+	}
+	const missing = "nsb-e2e-no-such"
+	args := append([]string{"ns", "attach", "--json"}, names[:2]...)
+	args = append(append(args, missing), names[2:]...)
+	r := d.ctl(t, args...)
+	if r.code != 1 || r.stderr != "nsbrokerctl: ns attach: 1 of 5 namespaces not attached\n" {
+		t.Fatalf("ns attach of 4 namespaces and a missing one: %v, want exit 1 and one failure", r)
+	}
+	var out struct {
+		Results []struct {
+			Ref       string
+			Namespace *namespaceOut
+			Error     string
+		}
+	}
+	mustJSON(t, result{stdout: r.stdout}, &out)
+	want := append(append(append([]string(nil), names[:2]...), missing), names[2:]...)
+	if len(out.Results) != len(want) {
+		t.Fatalf("%d results, want %d: %s", len(out.Results), len(want), r.stdout)
+	}
+	for i, res := range out.Results {
+		if res.Ref != want[i] {
+			t.Errorf("result %d is for %q, want %q", i, res.Ref, want[i])
+		}
+		if want[i] == missing {
+			if res.Namespace != nil || !strings.HasPrefix(res.Error, "not found: ") {
+				t.Errorf("the missing namespace: %+v, want a not-found error", res)
+			}
+			continue
+		}
+		ns := res.Namespace
+		if ns == nil || ns.Name != want[i] || ns.Inode != uint64(inodes[want[i]]) || ns.State != "ready" || res.Error != "" {
+			t.Errorf("result %d: %+v, want %s ready with inode %d", i, res, want[i], inodes[want[i]])
+		}
+	}
+	_, conn := d.client(t)
+	for _, name := range names {
+		waitServing(t, conn, name)
+		var echo struct {
+			NetnsInode uint32 `json:"netns_inode"`
+		}
+		mustJSON(t, runCtl(t, name, "", "--local", "echo", "--json", "x"), &echo)
+		if echo.NetnsInode != inodes[name] {
+			t.Errorf("tenant echo in %s: answered by inode %d, want %d", name, echo.NetnsInode, inodes[name])
+		}
+	}
+	d.stop(t)
+}
