@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -99,14 +98,14 @@ func cmdNsAttach(c *cli, args []string) error {
 			return usagef("%v", err)
 		}
 	}
+	if len(refs) > 1 {
+		return c.attachMany(pos, refs, *asJSON)
+	}
 	client, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	if len(refs) > 1 {
-		return c.attachMany(ctx, client, pos, refs, *asJSON)
-	}
 	ns, err := client.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: *name, Ref: refs[0]})
 	if err != nil {
 		return rpcErr(err)
@@ -119,16 +118,23 @@ func cmdNsAttach(c *cli, args []string) error {
 const attachBatch = 1000
 
 // attachMany attaches several namespaces with AttachNamespaces, a batch
-// at a time, and prints a line (or a JSON object) per REF. It fails when
-// any of them was not attached.
-func (c *cli) attachMany(ctx context.Context, client nsbrokerv1.BrokerClient, args []string, refs []*nsbrokerv1.NamespaceRef, asJSON bool) error {
+// at a time (--timeout bounds each), and prints a line (or a JSON object)
+// per REF. It fails when any of them was not attached.
+func (c *cli) attachMany(args []string, refs []*nsbrokerv1.NamespaceRef, asJSON bool) error {
+	client, closeConn, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
 	var results []*nsbrokerv1.AttachResult
 	for start := 0; start < len(refs); start += attachBatch {
 		req := &nsbrokerv1.AttachNamespacesRequest{}
 		for _, ref := range refs[start:min(start+attachBatch, len(refs))] {
 			req.Namespaces = append(req.Namespaces, &nsbrokerv1.AttachNamespaceRequest{Ref: ref})
 		}
+		ctx, cancel := c.withTimeout(c.ctx)
 		resp, err := client.AttachNamespaces(ctx, req)
+		cancel()
 		if err != nil {
 			if len(results) > 0 {
 				return fmt.Errorf("the first %d namespaces were attached (or refused) already: %w", len(results), rpcErr(err))
@@ -175,7 +181,6 @@ func (c *cli) attachMany(ctx context.Context, client nsbrokerv1.BrokerClient, ar
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t-\n", args[i], ns.GetName(), stateWord(ns.GetState()), ns.GetInode())
 	}
-	var err error
 	if asJSON {
 		err = writeJSON(c.stdout, out)
 	} else {
