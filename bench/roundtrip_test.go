@@ -39,31 +39,64 @@ func timeN(t *testing.T, what string, n int, fn func() error) []time.Duration {
 	return out
 }
 
-// measureRoundTrips fills res with the round trips of paths (a) to (f).
+// path is one round trip measured among others.
+type path struct {
+	name string
+	n    int
+	fn   func() error
+}
+
+// rounds is how many turns timeInterleaved takes through its paths.
+const rounds = 10
+
+// timeInterleaved measures paths in turns: after a warmup of each, every
+// round runs each path n/rounds times, one path after the other. A slow
+// phase of the host (the emulator, other load) then falls on all of them
+// alike instead of on whichever path happened to run then, and their
+// ratios are steadier than their absolute times.
+func timeInterleaved(t *testing.T, res *Results, paths []path) {
+	t.Helper()
+	samples := make([][]time.Duration, len(paths))
+	for i, p := range paths {
+		timeN(t, p.name, 0, p.fn) // warmup only
+		samples[i] = make([]time.Duration, 0, p.n)
+	}
+	for range rounds {
+		for i, p := range paths {
+			for range p.n / rounds {
+				start := time.Now()
+				if err := p.fn(); err != nil {
+					t.Fatalf("%s: round trip %d: %v", p.name, len(samples[i]), err)
+				}
+				samples[i] = append(samples[i], time.Since(start))
+			}
+		}
+	}
+	for i, p := range paths {
+		res.RoundTrips = append(res.RoundTrips, Summarise(p.name, samples[i]))
+	}
+}
+
+// measureRoundTrips fills res with the round trips of paths (a) to (f):
+// (a) to (c) interleaved with each other, (d) to (f) likewise.
 func measureRoundTrips(t *testing.T, e *env, res *Results) {
 	payload := bytes.Repeat([]byte{0xa5}, rtPayload)
-	add := func(name string, n int, fn func() error) {
-		res.RoundTrips = append(res.RoundTrips, Summarise(name, timeN(t, name, n, fn)))
-	}
 
-	// (a) raw socket.
+	// (a) raw sockets, one per request so that each is built once.
 	echoBody, _ := family.EncodeEcho(payload)
 	pubBody, _ := family.EncodePublish(rtGroup, payload)
-	raw, err := openRaw(e.ns, e.unit, 0)
+	rawEcho, err := openRaw(e.ns, e.unit, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close()
-	raw.prepare(family.MsgEcho, echoBody)
-	add("a raw netlink echo", kernelTrips, func() error {
-		b, err := raw.roundTrip()
-		if err == nil && len(b) < family.HeaderLen+len(payload) {
-			err = fmt.Errorf("echo reply of %d bytes", len(b))
-		}
-		return err
-	})
-	raw.prepare(family.MsgPublish, pubBody)
-	add("a raw netlink publish", kernelTrips, func() error { _, err := raw.publish(); return err })
+	defer rawEcho.Close()
+	rawEcho.prepare(family.MsgEcho, echoBody)
+	rawPub, err := openRaw(e.ns, e.unit, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rawPub.Close()
+	rawPub.prepare(family.MsgPublish, pubBody)
 
 	// (b) family.Conn.
 	c, err := family.Dial(&family.Config{Unit: e.unit, NetNS: e.ns.Fd()})
@@ -71,8 +104,6 @@ func measureRoundTrips(t *testing.T, e *env, res *Results) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	add("b family.Conn echo", kernelTrips, func() error { return checkEcho(c.Echo(payload)) })
-	add("b family.Conn publish", kernelTrips, func() error { _, err := c.Publish(rtGroup, payload); return err })
 
 	// (c) broker in-process, its own connection to the namespace.
 	br := broker.New(&broker.Config{Unit: e.unit})
@@ -81,8 +112,20 @@ func measureRoundTrips(t *testing.T, e *env, res *Results) {
 	if _, err := br.Attach(ctx, e.name, nsmgr.Ref{Name: e.name}); err != nil {
 		t.Fatal(err)
 	}
-	add("c broker echo", kernelTrips, func() error { return checkEcho(br.Echo(ctx, e.name, payload)) })
-	add("c broker publish", kernelTrips, func() error { _, err := br.Publish(ctx, e.name, rtGroup, payload); return err })
+	timeInterleaved(t, res, []path{
+		{"a raw netlink echo", kernelTrips, func() error {
+			b, err := rawEcho.roundTrip()
+			if err == nil && len(b) < family.HeaderLen+len(payload) {
+				err = fmt.Errorf("echo reply of %d bytes", len(b))
+			}
+			return err
+		}},
+		{"a raw netlink publish", kernelTrips, func() error { _, err := rawPub.publish(); return err }},
+		{"b family.Conn echo", kernelTrips, func() error { return checkEcho(c.Echo(payload)) }},
+		{"b family.Conn publish", kernelTrips, func() error { _, err := c.Publish(rtGroup, payload); return err }},
+		{"c broker echo", kernelTrips, func() error { return checkEcho(br.Echo(ctx, e.name, payload)) }},
+		{"c broker publish", kernelTrips, func() error { _, err := br.Publish(ctx, e.name, rtGroup, payload); return err }},
+	})
 
 	// (d), (e) nsbrokerd; (f) the bare server, on each kind of socket.
 	grpcPaths := []struct {
@@ -94,19 +137,20 @@ func measureRoundTrips(t *testing.T, e *env, res *Results) {
 		{"f bare gRPC filesystem socket", dialUnix(t, e.bare.path, nil)},
 		{"f bare gRPC abstract socket", dialUnix(t, e.bare.abstract, e.ns)},
 	}
+	var paths []path
 	for _, p := range grpcPaths {
-		add(p.label+" echo", grpcTrips, func() error {
+		paths = append(paths, path{p.label + " echo", grpcTrips, func() error {
 			r, err := p.cl.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: e.name, Payload: payload})
 			if err == nil && !bytes.Equal(r.GetPayload(), payload) {
 				err = fmt.Errorf("echo: want the %d-byte payload back, got %d bytes", len(payload), len(r.GetPayload()))
 			}
 			return err
-		})
-		add(p.label+" publish", grpcTrips, func() error {
+		}}, path{p.label + " publish", grpcTrips, func() error {
 			_, err := p.cl.Publish(ctx, &nsbrokerv1.PublishRequest{Namespace: e.name, Group: rtGroup, Payload: payload})
 			return err
-		})
+		}})
 	}
+	timeInterleaved(t, res, paths)
 
 	for _, op := range []string{"echo", "publish"} {
 		a := res.Latency("a raw netlink " + op).P50us
