@@ -429,42 +429,42 @@ func runSubscribe(t *testing.T, e *env, p principal, target string) error {
 
 func runAttach(t *testing.T, e *env, p principal, _ string) error {
 	name, ns := newNamed(t)
-	r, err := p.client.AttachNamespace(testContext(t), &nsbrokerv1.AttachNamespaceRequest{
-		Name: name, Ref: &nsbrokerv1.NamespaceRef{Kind: &nsbrokerv1.NamespaceRef_Name{Name: name}}})
-	in, getErr := e.b.Get(name)
-	if err != nil {
-		if getErr == nil {
-			t.Errorf("refused AttachNamespace attached %s all the same", name)
-		}
-		return err
-	}
-	defer e.b.Detach(name)
-	if r.Name != name || r.Inode != uint64(ns.Inode()) || getErr != nil || in.Inode != ns.Inode() {
-		t.Errorf("AttachNamespace: got %s inode %d, broker has inode %d (%v), want %s inode %d",
-			r.Name, r.Inode, in.Inode, getErr, name, ns.Inode())
-	}
-	return nil
+	r, err := p.client.AttachNamespace(testContext(t), &nsbrokerv1.AttachNamespaceRequest{Name: name, Ref: byName(name)})
+	return checkAttached(t, e, "AttachNamespace", name, ns, r, err)
 }
 
 func runAttachMany(t *testing.T, e *env, p principal, _ string) error {
 	name, ns := newNamed(t)
 	r, err := p.client.AttachNamespaces(testContext(t), &nsbrokerv1.AttachNamespacesRequest{
 		Namespaces: []*nsbrokerv1.AttachNamespaceRequest{{Name: name, Ref: byName(name)}}})
+	var got *nsbrokerv1.Namespace
+	if err == nil {
+		if len(r.Results) != 1 {
+			t.Fatalf("AttachNamespaces of one namespace: %d results", len(r.Results))
+		}
+		got = r.Results[0].Namespace
+		if c := r.Results[0].Code; c != 0 {
+			err = status.Error(codes.Code(c), r.Results[0].Message)
+		}
+	}
+	return checkAttached(t, e, "AttachNamespaces", name, ns, got, err)
+}
+
+// checkAttached checks the outcome of an rpc that attached ns under name:
+// refused, the broker must not have it; otherwise the answer and the
+// broker must both name it. It returns the rpc's error.
+func checkAttached(t *testing.T, e *env, rpc, name string, ns *nsmgr.Namespace, got *nsbrokerv1.Namespace, err error) error {
 	in, getErr := e.b.Get(name)
 	if err != nil {
 		if getErr == nil {
-			t.Errorf("refused AttachNamespaces attached %s all the same", name)
+			t.Errorf("refused %s attached %s all the same", rpc, name)
 		}
 		return err
 	}
 	defer e.b.Detach(name)
-	if len(r.Results) != 1 || r.Results[0].Code != 0 {
-		t.Fatalf("AttachNamespaces of one namespace: got %v, want one attached", r.Results)
-	}
-	got := r.Results[0].Namespace
-	if got.Name != name || got.Inode != uint64(ns.Inode()) || getErr != nil || in.Inode != ns.Inode() {
-		t.Errorf("AttachNamespaces: got %s inode %d, broker has inode %d (%v), want %s inode %d",
-			got.Name, got.Inode, in.Inode, getErr, name, ns.Inode())
+	if got.GetName() != name || got.GetInode() != uint64(ns.Inode()) || getErr != nil || in.Inode != ns.Inode() {
+		t.Errorf("%s: got %s inode %d, broker has inode %d (%v), want %s inode %d",
+			rpc, got.GetName(), got.GetInode(), in.Inode, getErr, name, ns.Inode())
 	}
 	return nil
 }
