@@ -623,8 +623,9 @@ func (x *AttachNamespaceRequest) GetRef() *NamespaceRef {
 	return nil
 }
 
-// AttachNamespacesRequest lists the namespaces to attach: at most
-// 10,000 entries.
+// AttachNamespacesRequest lists the namespaces to attach: at most 10,000
+// entries, in a message within the daemon's --max-msg-size (1 MiB by
+// default: about 30,000 short names).
 type AttachNamespacesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One entry per namespace, as for AttachNamespace.
