@@ -40,6 +40,15 @@ func (f *cmdFlags) parse(args []string) ([]string, error) {
 	return pos, nil
 }
 
+// parseNone is parse for a command that takes no positional arguments.
+func (f *cmdFlags) parseNone(args []string) error {
+	pos, err := f.parse(args)
+	if err == nil && len(pos) > 0 {
+		err = usagef("unexpected argument %q", pos[0])
+	}
+	return err
+}
+
 func (f *cmdFlags) usage() {
 	w := f.c.stdout
 	cmd := f.c.cmd

@@ -13,12 +13,8 @@ import (
 func cmdHealth(c *cli, args []string) error {
 	f := c.flags()
 	service := f.cmd.String("service", "", "the `service`: empty for the daemon, nsbroker.v1.Broker/NAME for a namespace")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	conn, err := c.connectConn()
 	if err != nil {

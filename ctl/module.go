@@ -12,12 +12,8 @@ import (
 func cmdModuleRelease(c *cli, args []string) error {
 	f := c.flags()
 	asJSON := f.cmd.Bool("json", false, "print JSON")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	client, ctx, done, err := c.unary()
 	if err != nil {
@@ -37,12 +33,8 @@ func cmdModuleResume(c *cli, args []string) error {
 	f := c.flags()
 	wait := f.cmd.Bool("wait", false, "wait until every namespace is ready again (bounded by --timeout)")
 	asJSON := f.cmd.Bool("json", false, "print JSON")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	client, ctx, done, err := c.unary()
 	if err != nil {

@@ -140,12 +140,8 @@ func cmdSubscribe(c *cli, args []string) error {
 	f.cmd.Var(&groups, "group", "multicast `groups`, 1..32, comma-separated (required)")
 	asJSON := f.cmd.Bool("json", false, "print one JSON object per line")
 	count := f.cmd.Uint64("count", 0, "exit after `K` events, not counting gaps (0: run until interrupted)")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	if len(groups) == 0 {
 		return usagef("--group is required")

@@ -17,12 +17,8 @@ import (
 func cmdNsList(c *cli, args []string) error {
 	f := c.flags()
 	asJSON := f.cmd.Bool("json", false, "print JSON")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	client, ctx, done, err := c.unary()
 	if err != nil {
@@ -241,12 +237,8 @@ func cmdNsWatch(c *cli, args []string) error {
 	f := c.flags()
 	asJSON := f.cmd.Bool("json", false, "print one JSON object per line")
 	count := f.cmd.Uint64("count", 0, "exit after `K` events (0: run until interrupted)")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	client, done, err := c.connect()
 	if err != nil {

@@ -11,12 +11,8 @@ func cmdStats(c *cli, args []string) error {
 	f := c.flags()
 	ns := f.cmd.String("namespace", "", "only this `namespace` (default: every one the caller may reach)")
 	asJSON := f.cmd.Bool("json", false, "print JSON")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	client, ctx, done, err := c.unary()
 	if err != nil {
