@@ -57,8 +57,10 @@ func newEnv(t *testing.T) *env {
 	cfg.AdminSocket = e.admin
 	cfg.LocalSocket = localSocket
 	cfg.Attach = []string{e.name}
-	cfg.MaxSubscribers = 1 << 16
-	cfg.MaxSubscribersPerTenant = 1 << 16
+	cfg.MaxStreams = 1 << 16
+	cfg.MaxStreamsPerTenant = 1 << 16
+	// The bench measures the paths, not the tenants' rate limits.
+	cfg.PublishRate, cfg.RequestRate = 0, 0
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	ready := make(chan struct{})
 	cfg.Ready = func(daemon.Addrs) { close(ready) }

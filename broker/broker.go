@@ -431,7 +431,7 @@ func requestReply[T any](ctx context.Context, b *Broker, op, name string, typ ui
 // channel is closed at the end. It is NewSubscription read by a goroutine
 // of its own into the channel.
 func (b *Broker) Subscribe(ctx context.Context, name string, groups []uint32) (<-chan Event, error) {
-	sub, err := b.NewSubscription(ctx, name, groups)
+	sub, err := b.NewSubscription(ctx, name, groups, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -456,8 +456,10 @@ func (b *Broker) Subscribe(ctx context.Context, name string, groups []uint32) (<
 
 // NewSubscription subscribes to groups in the namespace as Subscribe does,
 // for a caller that reads the events itself (Subscription.Next) instead of
-// through a channel: one goroutine hand-off less per event.
-func (b *Broker) NewSubscription(ctx context.Context, name string, groups []uint32) (*Subscription, error) {
+// through a channel: one goroutine hand-off less per event. Its queued
+// events are charged to budget besides the subscription's own bounds
+// (Config.QueueLen, Config.QueueBytes); nil means no budget.
+func (b *Broker) NewSubscription(ctx context.Context, name string, groups []uint32, budget *ByteBudget) (*Subscription, error) {
 	groups, err := normalizeGroups(groups)
 	if err != nil {
 		return nil, opError("subscribe", name, err)
@@ -466,7 +468,7 @@ func (b *Broker) NewSubscription(ctx context.Context, name string, groups []uint
 	if err != nil {
 		return nil, opError("subscribe", name, err)
 	}
-	s := newSubscriber(ctx, name, groups, b.cfg.QueueLen, b.cfg.QueueBytes)
+	s := newSubscriber(ctx, name, groups, b.cfg.QueueLen, b.cfg.QueueBytes, budget)
 	if err := c.subscribe(s, groups); err != nil {
 		return nil, opError("subscribe", name, err)
 	}

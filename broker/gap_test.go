@@ -123,7 +123,7 @@ func TestQueueFullByBytesMergesGaps(t *testing.T) {
 // bytes, and enter the queue just ahead of the next event that fits.
 func TestPendingGapsEnterQueueWithTheirEvent(t *testing.T) {
 	const queueLen, queueBytes = 8, 30
-	s := newSubscriber(context.Background(), "n", []uint32{1, 2}, queueLen, queueBytes)
+	s := newSubscriber(context.Background(), "n", []uint32{1, 2}, queueLen, queueBytes, nil)
 	msg := func(group uint32, seq uint64) Event {
 		return Event{Kind: KindMessage, Message: family.Event{Group: group, Seq: seq, Payload: make([]byte, 10)}}
 	}

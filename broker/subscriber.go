@@ -17,6 +17,7 @@ type subscriber struct {
 	groups     [family.Groups + 1]bool
 	maxLen     int
 	maxBytes   int
+	budget     *ByteBudget   // shared with the owner's other subscriptions; nil: none
 	notify     chan struct{} // capacity 1: "the queue changed"
 	ctx        context.Context
 	delivered  atomic.Uint64
@@ -25,15 +26,17 @@ type subscriber struct {
 	mu    sync.Mutex // guards the fields below
 	queue []Event    // FIFO of messages and gaps
 	bytes int        // payload bytes in queue
+	cost  int64      // what queue holds of budget
 	lost  []Gap      // losses not yet queued, oldest first
 	end   *Event     // set once: the last event, queued after everything else
 }
 
-func newSubscriber(ctx context.Context, ns string, groups []uint32, maxLen, maxBytes int) *subscriber {
+func newSubscriber(ctx context.Context, ns string, groups []uint32, maxLen, maxBytes int, budget *ByteBudget) *subscriber {
 	s := &subscriber{
 		ns:       ns,
 		maxLen:   maxLen,
 		maxBytes: maxBytes,
+		budget:   budget,
 		notify:   make(chan struct{}, 1),
 		ctx:      ctx,
 	}
@@ -97,7 +100,8 @@ func (s *subscriber) push(ev Event) bool {
 		return false
 	}
 	n := len(ev.Message.Payload)
-	if !s.lockedRoom(n) {
+	cost := queuedCost(n)
+	if !s.lockedRoom(n) || !s.budget.take(cost) {
 		seq := ev.Message.Seq
 		s.lockedRecordLoss(Gap{Group: ev.Message.Group, From: seq, To: seq, Reason: LossQueueFull})
 		s.wake()
@@ -109,6 +113,7 @@ func (s *subscriber) push(ev Event) bool {
 	s.lost = s.lost[:0]
 	s.queue = append(s.queue, ev)
 	s.bytes += n
+	s.cost += cost
 	s.wake()
 	return true
 }
@@ -146,7 +151,12 @@ func (s *subscriber) next() (ev Event, last, ok bool) {
 		ev = s.queue[0]
 		s.queue[0] = Event{}
 		s.queue = s.queue[1:]
-		s.bytes -= len(ev.Message.Payload)
+		n := len(ev.Message.Payload)
+		s.bytes -= n
+		if ev.Kind == KindMessage {
+			s.cost -= queuedCost(n)
+			s.budget.give(queuedCost(n))
+		}
 		return ev, false, true
 	case len(s.lost) > 0:
 		ev = Event{Kind: KindGap, Namespace: s.ns, Gap: s.lost[0]}
@@ -156,6 +166,18 @@ func (s *subscriber) next() (ev Event, last, ok bool) {
 		return *s.end, true, true
 	}
 	return Event{}, false, false
+}
+
+// drop empties the queue and gives its bytes back to the budget; the
+// subscriber takes nothing more. For a subscription that is closed.
+func (s *subscriber) drop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.budget.give(s.cost)
+	s.cost, s.bytes, s.queue, s.lost = 0, 0, nil, nil
+	if s.end == nil {
+		s.end = &Event{Kind: KindEnd, Namespace: s.ns}
+	}
 }
 
 // Subscription is an open subscription, read by one goroutine with Next:
@@ -199,5 +221,8 @@ func (sub *Subscription) Next() (Event, bool) {
 // Close ends the subscription: the namespace stops queueing events for
 // it, and its group memberships are left when it was their last user.
 func (sub *Subscription) Close() {
-	sub.close.Do(sub.done)
+	sub.close.Do(func() {
+		sub.done()
+		sub.s.drop()
+	})
 }

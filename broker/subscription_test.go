@@ -12,7 +12,7 @@ import (
 // false; Close removes it from the namespace.
 func TestSubscriptionNext(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
-	sub, err := b.NewSubscription(context.Background(), names[0], []uint32{2})
+	sub, err := b.NewSubscription(context.Background(), names[0], []uint32{2}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestSubscriptionNext(t *testing.T) {
 func TestSubscriptionCancelAndClose(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	sub, err := b.NewSubscription(ctx, names[0], []uint32{3})
+	sub, err := b.NewSubscription(ctx, names[0], []uint32{3}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ const watchQueueLen = 4096
 
 // nsWatcher is one Watch call.
 type nsWatcher struct {
+	keep   func(Info) bool // nil: every namespace
 	out    chan NamespaceEvent
 	notify chan struct{}
 	ctx    context.Context
@@ -29,7 +30,7 @@ type nsWatcher struct {
 func (w *nsWatcher) push(ev NamespaceEvent) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.end != nil {
+	if w.end != nil || (w.keep != nil && !w.keep(ev.Info)) {
 		return
 	}
 	if len(w.queue) >= watchQueueLen {
@@ -89,7 +90,14 @@ func (w *nsWatcher) pump(done func()) {
 // Watch reports every attached namespace (as NamespaceAttached), then
 // every change, until ctx is cancelled. The channel is closed at the end.
 func (b *Broker) Watch(ctx context.Context) (<-chan NamespaceEvent, error) {
-	w := &nsWatcher{out: make(chan NamespaceEvent), notify: make(chan struct{}, 1), ctx: ctx}
+	return b.WatchOnly(ctx, nil)
+}
+
+// WatchOnly is Watch for the namespaces keep reports true for (nil: all);
+// the others' events are never queued, so a watcher that falls behind
+// holds only what it watches.
+func (b *Broker) WatchOnly(ctx context.Context, keep func(Info) bool) (<-chan NamespaceEvent, error) {
+	w := &nsWatcher{keep: keep, out: make(chan NamespaceEvent), notify: make(chan struct{}, 1), ctx: ctx}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()

@@ -67,15 +67,36 @@ type Config struct {
 	MaxMsgSize int `yaml:"max_msg_size"`
 	// MaxConcurrentStreams bounds the concurrent rpcs of one connection.
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
-	// MaxSubscribersPerTenant and MaxSubscribers bound the Subscribe
-	// streams of one tenant and of the whole daemon.
-	MaxSubscribersPerTenant int `yaml:"max_subscribers_per_tenant"`
-	MaxSubscribers          int `yaml:"max_subscribers"`
+	// The tenant budgets (docs/operations.md adds the defaults up). Each
+	// total keeps a reserve for the admin; the admin has no per-tenant
+	// bound. MaxConnections bounds the open connections, MaxStreams the
+	// open rpcs of every kind, MaxQueuedBytes the bytes queued for
+	// Subscribe streams, MaxPendingHandshakes the TLS handshakes in
+	// progress (in all and per client address).
+	MaxConnections           int   `yaml:"max_connections"`
+	MaxConnectionsPerTenant  int   `yaml:"max_connections_per_tenant"`
+	AdminConnections         int   `yaml:"admin_connections"`
+	MaxStreams               int   `yaml:"max_streams"`
+	MaxStreamsPerTenant      int   `yaml:"max_streams_per_tenant"`
+	AdminStreams             int   `yaml:"admin_streams"`
+	MaxQueuedBytes           int64 `yaml:"max_queued_bytes"`
+	MaxQueuedBytesPerTenant  int64 `yaml:"max_queued_bytes_per_tenant"`
+	AdminQueuedBytes         int64 `yaml:"admin_queued_bytes"`
+	MaxPendingHandshakes     int   `yaml:"max_pending_handshakes"`
+	MaxPendingHandshakesAddr int   `yaml:"max_pending_handshakes_per_addr"`
 	// PublishRate is each tenant's publishes per second (0: unlimited),
 	// with bursts of up to PublishBurst (0: the rate rounded up, at
-	// least 1). The admin is not limited.
+	// least 1). RequestRate and RequestBurst bound every rpc a tenant
+	// starts in the same way. The admin is not limited.
 	PublishRate  float64 `yaml:"publish_rate"`
 	PublishBurst int     `yaml:"publish_burst"`
+	RequestRate  float64 `yaml:"request_rate"`
+	RequestBurst int     `yaml:"request_burst"`
+	// MaxConnectionAge closes a TCP (TLS) connection this long after it
+	// opened, so that a client certificate that has expired stops working
+	// on a connection that stays open. The client reconnects and
+	// handshakes again.
+	MaxConnectionAge time.Duration `yaml:"max_connection_age"`
 
 	// KeepaliveMinTime is the shortest client keepalive interval
 	// tolerated; clients pinging more often are disconnected.
@@ -140,23 +161,35 @@ type Addrs struct {
 // Defaults returns the default configuration.
 func Defaults() *Config {
 	return &Config{
-		AdminSocket:             "/run/nsbroker/nsbroker.sock",
-		LocalSocket:             "@nsbroker",
-		DiscoverDirs:            []string{nsmgr.NetnsDir},
-		LogLevel:                "info",
-		LogFormat:               "text",
-		ShutdownTimeout:         10 * time.Second,
-		MaxMsgSize:              1 << 20,
-		MaxConcurrentStreams:    1024,
-		MaxSubscribersPerTenant: server.DefaultMaxSubscribersPerTenant,
-		MaxSubscribers:          server.DefaultMaxSubscribers,
-		KeepaliveMinTime:        10 * time.Second,
-		KeepaliveTime:           2 * time.Minute,
-		KeepaliveTimeout:        20 * time.Second,
-		QueueLen:                1024,
-		QueueBytes:              4 << 20,
-		ReadBuffer:              4 << 20,
-		RetryInterval:           250 * time.Millisecond,
+		AdminSocket:              "/run/nsbroker/nsbroker.sock",
+		LocalSocket:              "@nsbroker",
+		DiscoverDirs:             []string{nsmgr.NetnsDir},
+		LogLevel:                 "info",
+		LogFormat:                "text",
+		ShutdownTimeout:          10 * time.Second,
+		MaxMsgSize:               64 << 10,
+		MaxConcurrentStreams:     128,
+		MaxConnections:           server.DefaultLimits.MaxConnections,
+		MaxConnectionsPerTenant:  server.DefaultLimits.MaxConnectionsPerTenant,
+		AdminConnections:         server.DefaultLimits.AdminConnections,
+		MaxStreams:               server.DefaultLimits.MaxStreams,
+		MaxStreamsPerTenant:      server.DefaultLimits.MaxStreamsPerTenant,
+		AdminStreams:             server.DefaultLimits.AdminStreams,
+		MaxQueuedBytes:           server.DefaultLimits.MaxQueuedBytes,
+		MaxQueuedBytesPerTenant:  server.DefaultLimits.MaxQueuedBytesPerTenant,
+		AdminQueuedBytes:         server.DefaultLimits.AdminQueuedBytes,
+		MaxPendingHandshakes:     server.DefaultLimits.MaxPendingHandshakes,
+		MaxPendingHandshakesAddr: server.DefaultLimits.MaxPendingHandshakesPerAddr,
+		PublishRate:              server.DefaultLimits.PublishRate,
+		RequestRate:              server.DefaultLimits.RequestRate,
+		MaxConnectionAge:         time.Hour,
+		KeepaliveMinTime:         10 * time.Second,
+		KeepaliveTime:            2 * time.Minute,
+		KeepaliveTimeout:         20 * time.Second,
+		QueueLen:                 1024,
+		QueueBytes:               4 << 20,
+		ReadBuffer:               4 << 20,
+		RetryInterval:            250 * time.Millisecond,
 	}
 }
 
@@ -187,6 +220,35 @@ func decodeYAML(data []byte, cfg *Config) error {
 		return errors.New("more than one YAML document")
 	}
 	return nil
+}
+
+// limits are the server's tenant budgets.
+func (c *Config) limits() *server.Limits {
+	// In the file and the flags 0 means unlimited; in server.Limits it
+	// means the default.
+	unlimitedIfZero := func(r float64) float64 {
+		if r == 0 {
+			return -1
+		}
+		return r
+	}
+	return &server.Limits{
+		MaxConnections:              c.MaxConnections,
+		MaxConnectionsPerTenant:     c.MaxConnectionsPerTenant,
+		AdminConnections:            c.AdminConnections,
+		MaxStreams:                  c.MaxStreams,
+		MaxStreamsPerTenant:         c.MaxStreamsPerTenant,
+		AdminStreams:                c.AdminStreams,
+		MaxQueuedBytes:              c.MaxQueuedBytes,
+		MaxQueuedBytesPerTenant:     c.MaxQueuedBytesPerTenant,
+		AdminQueuedBytes:            c.AdminQueuedBytes,
+		MaxPendingHandshakes:        c.MaxPendingHandshakes,
+		MaxPendingHandshakesPerAddr: c.MaxPendingHandshakesAddr,
+		PublishRate:                 unlimitedIfZero(c.PublishRate),
+		PublishBurst:                c.PublishBurst,
+		RequestRate:                 unlimitedIfZero(c.RequestRate),
+		RequestBurst:                c.RequestBurst,
+	}
 }
 
 // brokerConfig is the broker's configuration.

@@ -32,7 +32,7 @@ func TestParseArgsPrecedence(t *testing.T) {
 admin_socket: /run/from-file.sock
 log_level: debug
 shutdown_timeout: 3s
-max_subscribers: 17
+max_streams: 170
 publish_rate: 2.5
 attach: [red, "pid:1"]
 discover: true
@@ -50,7 +50,7 @@ tenants:
 	// From the file, untouched by flags.
 	want.AdminSocket = "/run/from-file.sock"
 	want.ShutdownTimeout = 3 * time.Second
-	want.MaxSubscribers = 17
+	want.MaxStreams = 170
 	want.PublishRate = 2.5
 	want.Tenants = []Tenant{{Name: "acme", Namespaces: []string{"red"}}}
 	// From the flags, over the file: a repeated flag replaces the list.
@@ -110,7 +110,7 @@ func TestParseArgsErrors(t *testing.T) {
 	}{
 		{name: "unknown key", file: "admin_sock: /x\n", want: "field admin_sock not found"},
 		{name: "unknown tenant key", file: "tenants: [{name: a, namespace: [x]}]\n", want: "field namespace not found"},
-		{name: "wrong type", file: "max_subscribers: many\n", want: "cannot unmarshal"},
+		{name: "wrong type", file: "max_streams: many\n", want: "cannot unmarshal"},
 		{name: "duration without unit", file: "shutdown_timeout: 10\n", want: "cannot unmarshal"},
 		{name: "two documents", file: "discover: true\n---\ndiscover: false\n", want: "more than one YAML document"},
 		{name: "not a mapping", file: "- a\n", want: "cannot unmarshal"},
@@ -221,7 +221,7 @@ func TestYAMLKeysAndFlags(t *testing.T) {
 	}
 	fs.VisitAll(func(f *flag.Flag) {
 		switch f.Name {
-		case flagConfig, flagNoLocalSocket, flagPrintConfig:
+		case flagConfig, flagNoLocalSocket, flagPrintConfig, flagPrintMemory:
 			return
 		}
 		if _, ok := keys[strings.ReplaceAll(f.Name, "-", "_")]; !ok {

@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // connSet remembers the connections a listener accepted, so that the
@@ -84,10 +85,12 @@ func isClosed(c net.Conn) bool {
 	return rc.Control(func(uintptr) {}) != nil
 }
 
-// trackingListener adds every accepted connection to a connSet.
+// trackingListener adds every accepted connection to a connSet, and
+// closes each maxAge after it was accepted (0: never).
 type trackingListener struct {
 	net.Listener
-	conns *connSet
+	conns  *connSet
+	maxAge time.Duration
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
@@ -97,6 +100,9 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if l.conns.add(c) {
+			if l.maxAge > 0 {
+				time.AfterFunc(l.maxAge, func() { c.Close() })
+			}
 			return c, nil
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nsbroker/nsbroker/broker"
@@ -89,7 +90,7 @@ func TestOperationsDocSettings(t *testing.T) {
 		delete(byFlag, code("--"+f.Name))
 		key := strings.ReplaceAll(f.Name, "-", "_")
 		switch f.Name {
-		case flagConfig, flagNoLocalSocket, flagPrintConfig:
+		case flagConfig, flagNoLocalSocket, flagPrintConfig, flagPrintMemory:
 			key = ""
 		}
 		if r[1] != code(key) {
@@ -203,5 +204,26 @@ func TestOperationsDocExample(t *testing.T) {
 	}
 	if len(cfg.Tenants) != 2 || cfg.Tenants[0].commonName() != "acme.example" || cfg.Tenants[1].commonName() != "globex" {
 		t.Errorf("example tenants: want acme (acme.example) and globex (globex), got %+v", cfg.Tenants)
+	}
+}
+
+// TestOperationsDocMemoryBudget: the memory table in docs/operations.md is
+// what --print-memory-budget prints for the defaults.
+func TestOperationsDocMemoryBudget(t *testing.T) {
+	b, err := os.ReadFile(operationsDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "<!-- memory-budget -->\n```text\n")
+	if !ok {
+		t.Fatalf("%s: no memory-budget block", operationsDoc)
+	}
+	doc, _, _ := strings.Cut(rest, "```")
+	var want strings.Builder
+	if err := printMemoryBudget(&want, Defaults()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want.String(), doc); diff != "" {
+		t.Errorf("%s: memory budget (-code +doc):\n%s", operationsDoc, diff)
 	}
 }

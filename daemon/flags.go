@@ -14,6 +14,7 @@ const (
 	flagConfig        = "config"
 	flagNoLocalSocket = "no-local-socket"
 	flagPrintConfig   = "print-config"
+	flagPrintMemory   = "print-memory-budget"
 )
 
 // options are the flags that are not configuration.
@@ -21,6 +22,7 @@ type options struct {
 	configFile    string
 	noLocalSocket bool
 	printConfig   bool
+	printMemory   bool
 }
 
 // newFlagSet binds the flags to cfg and opts; cfg's values are the
@@ -38,6 +40,7 @@ func newFlagSet(cfg *Config, opts *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&opts.configFile, flagConfig, "", "read settings from this YAML `file` (flags override it)")
 	fs.BoolVar(&opts.noLocalSocket, flagNoLocalSocket, false, "open no namespace-local sockets (same as --local-socket '')")
 	fs.BoolVar(&opts.printConfig, flagPrintConfig, false, "print the effective configuration as YAML and exit")
+	fs.BoolVar(&opts.printMemory, flagPrintMemory, false, "print what the daemon can hold with every limit filled at once, and exit")
 
 	fs.StringVar(&cfg.AdminSocket, "admin-socket", cfg.AdminSocket, "admin unix socket `path` ('' turns it off)")
 	fs.StringVar(&cfg.AdminGroup, "admin-group", cfg.AdminGroup, "`group` (name or gid) allowed on the admin socket besides root")
@@ -55,10 +58,22 @@ func newFlagSet(cfg *Config, opts *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long the graceful stop may take (`duration`); open rpcs are cut after it")
 	fs.IntVar(&cfg.MaxMsgSize, "max-msg-size", cfg.MaxMsgSize, "largest request message accepted, in `bytes`")
 	fs.Var((*uint32Flag)(&cfg.MaxConcurrentStreams), "max-concurrent-streams", "at most `n` concurrent rpcs per connection")
-	fs.IntVar(&cfg.MaxSubscribersPerTenant, "max-subscribers-per-tenant", cfg.MaxSubscribersPerTenant, "at most `n` Subscribe streams per tenant (the admin has no such bound)")
-	fs.IntVar(&cfg.MaxSubscribers, "max-subscribers", cfg.MaxSubscribers, "at most `n` Subscribe streams in all")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "at most `n` open connections in all, --admin-connections of them the admin's alone")
+	fs.IntVar(&cfg.MaxConnectionsPerTenant, "max-connections-per-tenant", cfg.MaxConnectionsPerTenant, "at most `n` open connections per tenant")
+	fs.IntVar(&cfg.AdminConnections, "admin-connections", cfg.AdminConnections, "`n` of --max-connections only the admin may use")
+	fs.IntVar(&cfg.MaxStreams, "max-streams", cfg.MaxStreams, "at most `n` open rpcs of every kind in all, --admin-streams of them the admin's alone")
+	fs.IntVar(&cfg.MaxStreamsPerTenant, "max-streams-per-tenant", cfg.MaxStreamsPerTenant, "at most `n` open rpcs of every kind per tenant")
+	fs.IntVar(&cfg.AdminStreams, "admin-streams", cfg.AdminStreams, "`n` of --max-streams only the admin may use")
+	fs.Int64Var(&cfg.MaxQueuedBytes, "max-queued-bytes", cfg.MaxQueuedBytes, "at most this many `bytes` queued for Subscribe streams in all, --admin-queued-bytes of them the admin's alone")
+	fs.Int64Var(&cfg.MaxQueuedBytesPerTenant, "max-queued-bytes-per-tenant", cfg.MaxQueuedBytesPerTenant, "at most this many `bytes` queued for one tenant's Subscribe streams")
+	fs.Int64Var(&cfg.AdminQueuedBytes, "admin-queued-bytes", cfg.AdminQueuedBytes, "`bytes` of --max-queued-bytes only the admin may use")
+	fs.IntVar(&cfg.MaxPendingHandshakes, "max-pending-handshakes", cfg.MaxPendingHandshakes, "at most `n` TLS handshakes in progress in all")
+	fs.IntVar(&cfg.MaxPendingHandshakesAddr, "max-pending-handshakes-per-addr", cfg.MaxPendingHandshakesAddr, "at most `n` TLS handshakes in progress per client address")
 	fs.Float64Var(&cfg.PublishRate, "publish-rate", cfg.PublishRate, "each tenant's publishes per second, a `rate` (0: unlimited; the admin is not limited)")
 	fs.IntVar(&cfg.PublishBurst, "publish-burst", cfg.PublishBurst, "`n` publishes a tenant may make at once (0: --publish-rate rounded up, at least 1)")
+	fs.Float64Var(&cfg.RequestRate, "request-rate", cfg.RequestRate, "each tenant's rpcs per second, a `rate` (0: unlimited; the admin is not limited)")
+	fs.IntVar(&cfg.RequestBurst, "request-burst", cfg.RequestBurst, "`n` rpcs a tenant may start at once (0: --request-rate rounded up, at least 1)")
+	fs.DurationVar(&cfg.MaxConnectionAge, "max-connection-age", cfg.MaxConnectionAge, "close a TCP connection this `duration` after it opened, so that expired certificates stop working")
 	fs.DurationVar(&cfg.KeepaliveMinTime, "keepalive-min-time", cfg.KeepaliveMinTime, "disconnect clients pinging more often than this `duration`")
 	fs.BoolVar(&cfg.KeepalivePermitWithoutStream, "keepalive-permit-without-stream", cfg.KeepalivePermitWithoutStream, "allow client keepalive pings without an open rpc")
 	fs.DurationVar(&cfg.KeepaliveTime, "keepalive-time", cfg.KeepaliveTime, "ping a connection idle for this `duration`")

@@ -54,6 +54,13 @@ func mainWith(ctx context.Context, args []string, hup <-chan os.Signal, stdout, 
 		fmt.Fprintf(stderr, "nsbrokerd: %v\n", err)
 		return exitUsage
 	}
+	if opts.printMemory {
+		if err := printMemoryBudget(stdout, cfg); err != nil {
+			fmt.Fprintf(stderr, "nsbrokerd: %v\n", err)
+			return exitError
+		}
+		return exitOK
+	}
 	if opts.printConfig {
 		out, err := yaml.Marshal(cfg)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nsbroker/nsbroker/broker"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
+	"github.com/nsbroker/nsbroker/server"
 )
 
 // metrics are the daemon's Prometheus metrics, on a registry of their
@@ -27,6 +28,7 @@ type metrics struct {
 	lost      *prometheus.CounterVec   // namespace, reason
 	local     prometheus.Gauge
 	reloads   *prometheus.CounterVec // result
+	refusals  *prometheus.CounterVec // tenant, limit
 	// own are the collectors above, and the broker's.
 	own []prometheus.Collector
 
@@ -76,9 +78,13 @@ func newMetrics(b *broker.Broker) *metrics {
 			Name: "nsbroker_reloads_total",
 			Help: "Reloads of the tenants and the TLS certificate (SIGHUP), by result (ok or error).",
 		}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nsbroker_limit_refusals_total",
+			Help: "Requests and connections a limit refused, by tenant (namespace:NAME for a namespace's tenant, tls:NAME, admin) and limit (its configuration key).",
+		}, []string{"tenant", "limit"}),
 		attached: make(map[string]bool),
 	}
-	m.own = []prometheus.Collector{m.requests, m.errors, m.duration, m.delivered, m.gaps, m.lost, m.local, m.reloads,
+	m.own = []prometheus.Collector{m.requests, m.errors, m.duration, m.delivered, m.gaps, m.lost, m.local, m.reloads, m.refusals,
 		&brokerCollector{b: b}}
 	m.reg.MustRegister(m.own...)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -101,6 +107,20 @@ func (m *metrics) forget(name string) {
 	for _, v := range []*prometheus.MetricVec{m.requests.MetricVec, m.errors.MetricVec, m.duration.MetricVec,
 		m.delivered.MetricVec, m.gaps.MetricVec, m.lost.MetricVec} {
 		v.DeletePartialMatch(match)
+	}
+	m.refusals.DeletePartialMatch(prometheus.Labels{"tenant": "namespace:" + name})
+}
+
+// refused counts a refusal by a limit.
+func (m *metrics) refused(r server.Refusal) {
+	id := r.Identity
+	switch {
+	case id.Role == server.RoleAdmin:
+		m.refusals.WithLabelValues("admin", r.Limit).Inc()
+	case r.Local:
+		m.record(id.Tenant, func(ns string) { m.refusals.WithLabelValues("namespace:"+ns, r.Limit).Inc() })
+	default:
+		m.refusals.WithLabelValues("tls:"+id.Tenant, r.Limit).Inc()
 	}
 }
 

@@ -167,7 +167,7 @@ func (d *daemon) serve(lis *listeners) {
 		serve("admin", lis.admin, d.g.Serve)
 	}
 	if lis.tcp != nil {
-		serve("tcp", &trackingListener{Listener: lis.tcp, conns: &d.tcp}, d.g.Serve)
+		serve("tcp", &trackingListener{Listener: lis.tcp, conns: &d.tcp, maxAge: d.cfg.MaxConnectionAge}, d.g.Serve)
 	}
 }
 
@@ -241,8 +241,9 @@ func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
 	cfg := d.cfg
 	obs := &observer{m: d.m, log: d.log}
 	st := &stopper{stopping: stopping}
-	g := grpc.NewServer(
-		grpc.Creds(server.Credentials(d.tlsConfig(), d.tenants.current)),
+	budget := server.NewBudget(cfg.limits(), d.m.refused)
+	srv := server.New(d.b, &server.Config{Budget: budget})
+	opts := append(budget.GRPCOptions(server.Credentials(d.tlsConfig(), d.tenants.current)),
 		grpc.ChainUnaryInterceptor(obs.unary),
 		grpc.ChainStreamInterceptor(obs.stream, st.stream),
 		// A peer that connects and says nothing must not hold the
@@ -259,12 +260,8 @@ func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
 			Timeout: cfg.KeepaliveTimeout,
 		}),
 	)
-	server.New(d.b, &server.Config{
-		MaxSubscribersPerTenant: cfg.MaxSubscribersPerTenant,
-		MaxSubscribers:          cfg.MaxSubscribers,
-		PublishRate:             cfg.PublishRate,
-		PublishBurst:            cfg.PublishBurst,
-	}).Register(g)
+	g := grpc.NewServer(opts...)
+	srv.Register(g)
 	healthpb.RegisterHealthServer(g, d.health)
 	reflection.Register(g)
 	return g

@@ -109,8 +109,18 @@ func (c *Config) validateLimits() error {
 		{"shutdown_timeout", int64(c.ShutdownTimeout)},
 		{"max_msg_size", int64(c.MaxMsgSize)},
 		{"max_concurrent_streams", int64(c.MaxConcurrentStreams)},
-		{"max_subscribers_per_tenant", int64(c.MaxSubscribersPerTenant)},
-		{"max_subscribers", int64(c.MaxSubscribers)},
+		{"max_connections", int64(c.MaxConnections)},
+		{"max_connections_per_tenant", int64(c.MaxConnectionsPerTenant)},
+		{"admin_connections", int64(c.AdminConnections)},
+		{"max_streams", int64(c.MaxStreams)},
+		{"max_streams_per_tenant", int64(c.MaxStreamsPerTenant)},
+		{"admin_streams", int64(c.AdminStreams)},
+		{"max_queued_bytes", c.MaxQueuedBytes},
+		{"max_queued_bytes_per_tenant", c.MaxQueuedBytesPerTenant},
+		{"admin_queued_bytes", c.AdminQueuedBytes},
+		{"max_pending_handshakes", int64(c.MaxPendingHandshakes)},
+		{"max_pending_handshakes_per_addr", int64(c.MaxPendingHandshakesAddr)},
+		{"max_connection_age", int64(c.MaxConnectionAge)},
 		{"keepalive_min_time", int64(c.KeepaliveMinTime)},
 		{"keepalive_time", int64(c.KeepaliveTime)},
 		{"keepalive_timeout", int64(c.KeepaliveTimeout)},
@@ -129,6 +139,15 @@ func (c *Config) validateLimits() error {
 	}
 	if c.PublishBurst < 0 {
 		return errors.New("publish_burst: must not be negative")
+	}
+	if c.RequestRate < 0 {
+		return errors.New("request_rate: must not be negative")
+	}
+	if c.RequestBurst < 0 {
+		return errors.New("request_burst: must not be negative")
+	}
+	if err := c.limits().Validate(); err != nil {
+		return err
 	}
 	if c.Unit != 0 && (c.Unit < 23 || c.Unit > 31) {
 		return fmt.Errorf("unit: %d is outside 23..31 (0 reads it from sysfs)", c.Unit)

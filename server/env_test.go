@@ -68,8 +68,9 @@ func newEnv(t *testing.T, cfg *Config) *env {
 	// namespace that is not attached.
 	e.setTenants(cnMap{"acme": {e.names["A"]}, "duo": {e.names["A"], "nsb-not-attached"}})
 
-	e.g = grpc.NewServer(grpc.Creds(Credentials(e.pki.serverTLS(), e.tenantMap)))
-	New(e.b, cfg).Register(e.g)
+	srv := New(e.b, cfg)
+	e.g = grpc.NewServer(srv.Budget().GRPCOptions(Credentials(e.pki.serverTLS(), e.tenantMap))...)
+	srv.Register(e.g)
 	t.Cleanup(e.g.Stop)
 
 	e.admin = filepath.Join(t.TempDir(), "admin.sock")

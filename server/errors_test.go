@@ -193,8 +193,8 @@ func TestIntegrationTenantMapReload(t *testing.T) {
 	}
 }
 
-func TestIntegrationSubscriberLimits(t *testing.T) {
-	e := newEnv(t, &Config{MaxSubscribersPerTenant: 2, MaxSubscribers: 3})
+func TestIntegrationStreamLimits(t *testing.T) {
+	e := newEnv(t, &Config{Budget: NewBudget(&Limits{MaxStreamsPerTenant: 2, MaxStreams: 4, AdminStreams: 1}, nil)})
 	ctx := testContext(t)
 	subscribe := func(c nsbrokerv1.BrokerClient, ns string) (context.CancelFunc, error) {
 		sctx, cancel := context.WithCancel(ctx)
@@ -218,12 +218,24 @@ func TestIntegrationSubscriberLimits(t *testing.T) {
 		t.Fatalf("second subscription of tenant A: %v", err)
 	}
 	_, err = subscribe(tenantA, "")
-	wantStatus(t, "third subscription of tenant A", err, codes.ResourceExhausted, "tenant")
+	wantStatus(t, "third subscription of tenant A", err, codes.ResourceExhausted, "too many streams: the tenant of namespace")
+	wantStatus(t, "third subscription of tenant A", err, codes.ResourceExhausted, "holds 2, its limit (max_streams_per_tenant)")
 	if _, err := subscribe(tenantB, ""); err != nil {
 		t.Fatalf("first subscription of tenant B: %v", err)
 	}
+	// Tenants hold 3 of 4; the last is the admin's reserve.
+	_, err = subscribe(tenantB, "")
+	wantStatus(t, "fourth subscription in all, by a tenant", err, codes.ResourceExhausted, "tenants hold 3, all the server's limit of 4 (max_streams) leaves them")
+	// A unary rpc is a stream too.
+	_, err = tenantB.Echo(ctx, &nsbrokerv1.EchoRequest{})
+	wantStatus(t, "an Echo while tenants hold all theirs", err, codes.ResourceExhausted, "max_streams")
+	adminCancel, err := subscribe(admin, e.names["A"])
+	if err != nil {
+		t.Fatalf("the admin's subscription in its reserve: %v", err)
+	}
 	_, err = subscribe(admin, e.names["A"])
-	wantStatus(t, "fourth subscription in all", err, codes.ResourceExhausted, "server's limit of 3")
+	wantStatus(t, "fifth subscription in all", err, codes.ResourceExhausted, "the server's limit of 4 (max_streams) is reached")
+	adminCancel()
 
 	// A cancelled subscription gives its slot back once the server has
 	// seen the cancellation.
@@ -241,8 +253,41 @@ func TestIntegrationSubscriberLimits(t *testing.T) {
 	}
 }
 
+func TestIntegrationConnectionLimits(t *testing.T) {
+	e := newEnv(t, &Config{Budget: NewBudget(&Limits{MaxConnectionsPerTenant: 2, MaxConnections: 4, AdminConnections: 1}, nil)})
+	ctx := testContext(t)
+	echo := func(c nsbrokerv1.BrokerClient) error {
+		_, err := c.Echo(ctx, &nsbrokerv1.EchoRequest{})
+		return err
+	}
+	// Each client is a connection of its own, held while the test runs.
+	for i := range 2 {
+		if err := echo(e.localClient("A")); err != nil {
+			t.Fatalf("connection %d of tenant A: %v", i+1, err)
+		}
+	}
+	third := e.localClient("A")
+	err := echo(third)
+	wantStatus(t, "third connection of tenant A", err, codes.ResourceExhausted, "too many connections: the tenant of namespace")
+	wantStatus(t, "third connection of tenant A", err, codes.ResourceExhausted, "its limit (max_connections_per_tenant)")
+	if err := echo(e.localClient("B")); err != nil {
+		t.Fatalf("first connection of tenant B: %v", err)
+	}
+	err = echo(e.localClient("B"))
+	wantStatus(t, "a tenant's connection into the admin's reserve", err, codes.ResourceExhausted, "(max_connections) leaves them")
+	adminEcho := func(c nsbrokerv1.BrokerClient) error {
+		_, err := c.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: e.names["A"]})
+		return err
+	}
+	if err := adminEcho(e.adminClient()); err != nil {
+		t.Fatalf("the admin's connection in its reserve: %v", err)
+	}
+	err = adminEcho(e.adminClient())
+	wantStatus(t, "a connection past the total", err, codes.ResourceExhausted, "the server's limit of 4 (max_connections) is reached")
+}
+
 func TestIntegrationPublishRate(t *testing.T) {
-	e := newEnv(t, &Config{PublishRate: 0.001, PublishBurst: 2})
+	e := newEnv(t, &Config{Budget: NewBudget(&Limits{PublishRate: 0.001, PublishBurst: 2}, nil)})
 	ctx := testContext(t)
 	publish := func(c nsbrokerv1.BrokerClient, ns string) error {
 		_, err := c.Publish(ctx, &nsbrokerv1.PublishRequest{Namespace: ns, Group: 1})

@@ -39,8 +39,12 @@ func Example() {
 
 	var tlsConfig *tls.Config // server certificate and ClientCAs
 	acme := tenants{"acme": {"red"}}
-	g := grpc.NewServer(grpc.Creds(server.Credentials(tlsConfig, func() server.TenantMap { return acme })))
-	server.New(b, &server.Config{PublishRate: 100}).Register(g)
+	// Each tenant may publish 100 times a second; the other limits are
+	// the defaults.
+	budget := server.NewBudget(&server.Limits{PublishRate: 100}, nil)
+	srv := server.New(b, &server.Config{Budget: budget})
+	g := grpc.NewServer(budget.GRPCOptions(server.Credentials(tlsConfig, func() server.TenantMap { return acme }))...)
+	srv.Register(g)
 
 	admin, err := net.Listen("unix", "/run/nsbroker/nsbroker.sock")
 	if err != nil {

@@ -61,6 +61,10 @@ func (id Identity) may(name string) bool {
 type AuthInfo struct {
 	credentials.CommonAuthInfo
 	Identity Identity
+
+	// refusal is set on a connection over a limit of its tenant: it is
+	// kept only to tell its rpcs so.
+	refusal *limitError
 }
 
 // AuthType implements credentials.AuthInfo.
@@ -71,17 +75,23 @@ const authType = "nsbroker"
 // IdentityFromContext returns the Identity of the connection an rpc
 // arrived on, if that connection was set up by Credentials.
 func IdentityFromContext(ctx context.Context) (Identity, bool) {
+	ai, ok := peerAuth(ctx)
+	return ai.Identity, ok
+}
+
+// peerAuth returns the AuthInfo of the connection an rpc arrived on.
+func peerAuth(ctx context.Context) (AuthInfo, bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return Identity{}, false
+		return AuthInfo{}, false
 	}
 	switch ai := p.AuthInfo.(type) {
 	case AuthInfo:
-		return ai.Identity, true
+		return ai, true
 	case *AuthInfo:
 		if ai != nil {
-			return ai.Identity, true
+			return *ai, true
 		}
 	}
-	return Identity{}, false
+	return AuthInfo{}, false
 }

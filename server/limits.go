@@ -1,64 +1,21 @@
 package server
 
 import (
+	"fmt"
 	"sync"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
-// subscriberCount bounds the open subscriptions, in all and per tenant.
-type subscriberCount struct {
-	max, perTenant int
-
-	mu       sync.Mutex // guards the fields below
-	total    int
-	byTenant map[string]int
-}
-
-func newSubscriberCount(max, perTenant int) *subscriberCount {
-	return &subscriberCount{max: max, perTenant: perTenant, byTenant: make(map[string]int)}
-}
-
-// acquire takes a subscription slot for id; release gives it back.
-func (c *subscriberCount) acquire(id Identity) (release func(), err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.total >= c.max {
-		return nil, status.Errorf(codes.ResourceExhausted, "too many subscribers: the server's limit of %d is reached", c.max)
-	}
-	tenant := id.Role == RoleTenant
-	if tenant && c.byTenant[id.Tenant] >= c.perTenant {
-		return nil, status.Errorf(codes.ResourceExhausted, "too many subscribers: tenant %q has %d, its limit", id.Tenant, c.perTenant)
-	}
-	c.total++
-	if tenant {
-		c.byTenant[id.Tenant]++
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.total--
-			if tenant {
-				if c.byTenant[id.Tenant]--; c.byTenant[id.Tenant] == 0 {
-					delete(c.byTenant, id.Tenant)
-				}
-			}
-		})
-	}, nil
-}
-
-// rateLimits is a token bucket per tenant.
+// rateLimits is a token bucket per tenant; the admin is not limited.
 type rateLimits struct {
-	rate  float64 // tokens per second; 0: unlimited
+	key   string  // the rate's configuration key
+	what  string  // "publish"
+	rate  float64 // tokens per second; negative: unlimited
 	burst float64
 	now   func() time.Time
 
 	mu      sync.Mutex // guards buckets
-	buckets map[string]*bucket
+	buckets map[tenantKey]*bucket
 }
 
 type bucket struct {
@@ -70,30 +27,30 @@ type bucket struct {
 // full bucket is the same as none.
 const pruneAt = 1024
 
-func newRateLimits(rate float64, burst int) *rateLimits {
-	return &rateLimits{rate: rate, burst: float64(burst), now: time.Now, buckets: make(map[string]*bucket)}
+func newRateLimits(key, what string, rate float64, burst int) *rateLimits {
+	return &rateLimits{key: key, what: what, rate: rate, burst: float64(burst), now: time.Now, buckets: make(map[tenantKey]*bucket)}
 }
 
 // allow takes a token from the tenant's bucket, or says why it cannot.
-// The admin is not limited.
-func (r *rateLimits) allow(id Identity) error {
-	if r.rate == 0 || id.Role == RoleAdmin {
+func (r *rateLimits) allow(id Identity) *limitError {
+	if r.rate < 0 || id.Role != RoleTenant {
 		return nil
 	}
+	k := id.key()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
-	b, ok := r.buckets[id.Tenant]
+	b, ok := r.buckets[k]
 	if !ok {
 		if len(r.buckets) >= pruneAt {
 			r.lockedPrune(now)
 		}
 		b = &bucket{tokens: r.burst, at: now}
-		r.buckets[id.Tenant] = b
+		r.buckets[k] = b
 	}
 	r.refill(b, now)
 	if b.tokens < 1 {
-		return status.Errorf(codes.ResourceExhausted, "publish rate limit exceeded: tenant %q may publish %g times per second (burst %g)", id.Tenant, r.rate, r.burst)
+		return &limitError{r.key, fmt.Sprintf("%s rate limit exceeded: %s may make %g per second, bursts of %g (%s)", r.what, tenantLabel(id), r.rate, r.burst, r.key)}
 	}
 	b.tokens--
 	return nil

@@ -140,14 +140,11 @@ func (s *Server) WatchNamespaces(_ *nsbrokerv1.WatchNamespacesRequest, stream gr
 	if err != nil {
 		return err
 	}
-	events, err := s.b.Watch(ctx)
+	events, err := s.b.WatchOnly(ctx, func(in broker.Info) bool { return visible(id, in) })
 	if err != nil {
 		return ToStatus(err)
 	}
 	for ev := range events {
-		if !visible(id, ev.Info) {
-			continue
-		}
 		if err := stream.Send(namespaceEventToProto(ev)); err != nil {
 			return err
 		}

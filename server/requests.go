@@ -34,7 +34,7 @@ func (s *Server) Publish(ctx context.Context, req *nsbrokerv1.PublishRequest) (*
 }
 
 func (s *Server) publish(ctx context.Context, id Identity, name string, req *nsbrokerv1.PublishRequest) (*nsbrokerv1.PublishResponse, error) {
-	if err := s.rates.allow(id); err != nil {
+	if err := s.budget.allowPublish(id); err != nil {
 		return nil, err
 	}
 	r, err := s.b.Publish(ctx, name, req.GetGroup(), req.GetPayload())
@@ -99,7 +99,7 @@ func (s *Server) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.Publ
 		if err != nil {
 			return fail(err)
 		}
-		if err := s.rates.allow(id); err != nil {
+		if err := s.budget.allowPublish(id); err != nil {
 			return fail(err)
 		}
 		if len(inflight) == cap(inflight) {

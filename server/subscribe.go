@@ -23,12 +23,9 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 	if err != nil {
 		return err
 	}
-	release, err := s.subs.acquire(id)
-	if err != nil {
-		return err
-	}
+	budget, release := s.budget.queueBudget(id)
 	defer release()
-	sub, err := s.b.NewSubscription(ctx, name, req.GetGroups())
+	sub, err := s.b.NewSubscription(ctx, name, req.GetGroups(), budget)
 	if err != nil {
 		return ToStatus(err)
 	}

@@ -1,0 +1,514 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/nsmgr"
+)
+
+// Limits bound what each tenant, and all tenants together, can make the
+// server hold. Each total keeps a reserve that only the admin may use, so
+// that no set of tenants can lock the admin out; the admin has no
+// per-tenant bound. The zero value of a field means its default
+// (DefaultLimits); docs/operations.md adds the defaults up.
+type Limits struct {
+	// MaxConnections bounds the open connections of everyone;
+	// AdminConnections of them are the admin's alone.
+	MaxConnections, MaxConnectionsPerTenant, AdminConnections int
+	// MaxStreams bounds the open rpcs of every kind (unary calls in
+	// flight, Subscribe, WatchNamespaces, health Watch, PublishStream).
+	MaxStreams, MaxStreamsPerTenant, AdminStreams int
+	// MaxQueuedBytes bounds the bytes queued for Subscribe streams,
+	// payload and per-event overhead.
+	MaxQueuedBytes, MaxQueuedBytesPerTenant, AdminQueuedBytes int64
+	// MaxPendingHandshakes bounds the TLS handshakes in progress, in all
+	// and per client address. (Unix socket connections need none: their
+	// listener establishes who they are.)
+	MaxPendingHandshakes, MaxPendingHandshakesPerAddr int
+	// PublishRate is how many publishes per second each tenant may make,
+	// Publish and every message of PublishStream alike, with bursts of up
+	// to PublishBurst. RequestRate and RequestBurst do the same for every
+	// rpc a tenant starts. A negative rate means unlimited; a burst of
+	// zero, the rate rounded up.
+	PublishRate  float64
+	PublishBurst int
+	RequestRate  float64
+	RequestBurst int
+}
+
+// DefaultLimits are the limits a zero Limits field stands for.
+var DefaultLimits = Limits{
+	MaxConnections:              512,
+	MaxConnectionsPerTenant:     64,
+	AdminConnections:            32,
+	MaxStreams:                  512,
+	MaxStreamsPerTenant:         64,
+	AdminStreams:                32,
+	MaxQueuedBytes:              64 << 20,
+	MaxQueuedBytesPerTenant:     8 << 20,
+	AdminQueuedBytes:            8 << 20,
+	MaxPendingHandshakes:        64,
+	MaxPendingHandshakesPerAddr: 8,
+	PublishRate:                 5000,
+	PublishBurst:                5000,
+	RequestRate:                 2000,
+	RequestBurst:                2000,
+}
+
+func (l *Limits) withDefaults() Limits {
+	var c Limits
+	if l != nil {
+		c = *l
+	}
+	d := DefaultLimits
+	for _, f := range []struct{ v, def *int }{
+		{&c.MaxConnections, &d.MaxConnections},
+		{&c.MaxConnectionsPerTenant, &d.MaxConnectionsPerTenant},
+		{&c.AdminConnections, &d.AdminConnections},
+		{&c.MaxStreams, &d.MaxStreams},
+		{&c.MaxStreamsPerTenant, &d.MaxStreamsPerTenant},
+		{&c.AdminStreams, &d.AdminStreams},
+		{&c.MaxPendingHandshakes, &d.MaxPendingHandshakes},
+		{&c.MaxPendingHandshakesPerAddr, &d.MaxPendingHandshakesPerAddr},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+	for _, f := range []struct{ v, def *int64 }{
+		{&c.MaxQueuedBytes, &d.MaxQueuedBytes},
+		{&c.MaxQueuedBytesPerTenant, &d.MaxQueuedBytesPerTenant},
+		{&c.AdminQueuedBytes, &d.AdminQueuedBytes},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+	if c.PublishRate == 0 {
+		c.PublishRate = d.PublishRate
+	}
+	if c.RequestRate == 0 {
+		c.RequestRate = d.RequestRate
+	}
+	if c.PublishBurst <= 0 {
+		c.PublishBurst = max(1, int(math.Ceil(c.PublishRate)))
+	}
+	if c.RequestBurst <= 0 {
+		c.RequestBurst = max(1, int(math.Ceil(c.RequestRate)))
+	}
+	return c
+}
+
+// Validate reports a combination of limits that cannot work: a reserve
+// that leaves the tenants nothing.
+func (l *Limits) Validate() error {
+	c := l.withDefaults()
+	if c.AdminConnections >= c.MaxConnections {
+		return fmt.Errorf("admin_connections (%d) must be less than max_connections (%d)", c.AdminConnections, c.MaxConnections)
+	}
+	if c.AdminStreams >= c.MaxStreams {
+		return fmt.Errorf("admin_streams (%d) must be less than max_streams (%d)", c.AdminStreams, c.MaxStreams)
+	}
+	if c.AdminQueuedBytes >= c.MaxQueuedBytes {
+		return fmt.Errorf("admin_queued_bytes (%d) must be less than max_queued_bytes (%d)", c.AdminQueuedBytes, c.MaxQueuedBytes)
+	}
+	return nil
+}
+
+// The limits, as refusals and metrics name them: each is also the key of
+// the daemon's configuration that sets it.
+const (
+	limitConnections          = "max_connections"
+	limitConnectionsPerTenant = "max_connections_per_tenant"
+	limitStreams              = "max_streams"
+	limitStreamsPerTenant     = "max_streams_per_tenant"
+	limitHandshakes           = "max_pending_handshakes"
+	limitHandshakesPerAddr    = "max_pending_handshakes_per_addr"
+	limitPublishRate          = "publish_rate"
+	limitRequestRate          = "request_rate"
+)
+
+// tenantKey identifies a tenant for its budgets: the network namespace a
+// namespace-local connection lives in, or the TLS tenant's entry. Never a
+// name alone: a TLS tenant named like a namespace has a budget of its own.
+type tenantKey struct {
+	netns nsmgr.ID
+	tls   string
+}
+
+// key is the identity's budget key; the admin's is the zero key.
+func (id Identity) key() tenantKey {
+	switch {
+	case id.Role != RoleTenant:
+		return tenantKey{}
+	case id.netns != (nsmgr.ID{}):
+		return tenantKey{netns: id.netns}
+	}
+	return tenantKey{tls: id.Tenant}
+}
+
+// Refusal is a request the limits turned away, as reported to the
+// refusal hook.
+type Refusal struct {
+	// Identity is who was refused; Limit the configuration key of the
+	// limit that refused it.
+	Identity Identity
+	Limit    string
+	// Local is true for the tenant of a namespace-local socket, false
+	// for a TLS tenant and the admin.
+	Local bool
+}
+
+// Budget enforces Limits. It bounds connections through the transport
+// credentials it wraps (Credentials), every rpc through a tap on new
+// streams (Tap), publishes and queued bytes in the handlers. Every refusal
+// is RESOURCE_EXHAUSTED with a message that names the limit, and is
+// reported to the refusal hook.
+type Budget struct {
+	limits  Limits
+	refused func(Refusal) // nil: not reported
+
+	conns      *slots
+	streams    *slots
+	handshakes *slots
+
+	publish  *rateLimits
+	requests *rateLimits
+
+	queuedAll     *broker.ByteBudget // everyone's queued bytes
+	queuedTenants *broker.ByteBudget // the tenants' share of queuedAll
+
+	mu          sync.Mutex // guards the fields below
+	queued      map[tenantKey]*tenantQueue
+	refusingNow int // connections kept to be refused
+}
+
+// tenantQueue is a tenant's queued-bytes budget, kept while one of its
+// subscriptions uses it.
+type tenantQueue struct {
+	budget *broker.ByteBudget
+	users  int
+}
+
+// NewBudget returns a Budget enforcing l (nil: DefaultLimits); refused,
+// if not nil, is told of every refusal.
+func NewBudget(l *Limits, refused func(Refusal)) *Budget {
+	c := l.withDefaults()
+	all := broker.NewByteBudget(c.MaxQueuedBytes, nil)
+	return &Budget{
+		limits:        c,
+		refused:       refused,
+		conns:         newSlots("connections", limitConnections, limitConnectionsPerTenant, c.MaxConnections, c.MaxConnectionsPerTenant, c.AdminConnections),
+		streams:       newSlots("streams", limitStreams, limitStreamsPerTenant, c.MaxStreams, c.MaxStreamsPerTenant, c.AdminStreams),
+		handshakes:    newSlots("pending handshakes", limitHandshakes, limitHandshakesPerAddr, c.MaxPendingHandshakes, c.MaxPendingHandshakesPerAddr, 0),
+		publish:       newRateLimits(limitPublishRate, "publish", c.PublishRate, c.PublishBurst),
+		requests:      newRateLimits(limitRequestRate, "request", c.RequestRate, c.RequestBurst),
+		queuedAll:     all,
+		queuedTenants: broker.NewByteBudget(c.MaxQueuedBytes-c.AdminQueuedBytes, all),
+		queued:        make(map[tenantKey]*tenantQueue),
+	}
+}
+
+// Limits returns the limits in force, defaults filled in.
+func (b *Budget) Limits() Limits { return b.limits }
+
+// refuse reports a refusal and returns its status.
+func (b *Budget) refuse(id Identity, err *limitError) error {
+	if b.refused != nil {
+		b.refused(Refusal{Identity: id, Limit: err.limit, Local: id.netns != (nsmgr.ID{})})
+	}
+	return status.Error(codes.ResourceExhausted, err.msg)
+}
+
+// GRPCOptions are the server options that enforce the budget: creds (the
+// server's transport credentials, Credentials) wrapped to bound
+// connections, the tap that bounds rpcs, and HTTP/2 settings that bound
+// what one stream can make the server hold. Every gRPC server in front of
+// this Server must be built with them.
+func (b *Budget) GRPCOptions(creds credentials.TransportCredentials) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(&budgetCreds{TransportCredentials: creds, b: b}),
+		grpc.InTapHandle(b.tap),
+		// gRPC C-core's and Java's default; grpc-go's own is 16 MiB, and
+		// every header of a list is an allocation of its own.
+		grpc.MaxHeaderListSize(MaxHeaderListSize),
+		// Fixed windows: the dynamic ones grow to 16 MiB per stream for
+		// a peer that sends what the server does not read.
+		grpc.InitialWindowSize(StreamWindow),
+		grpc.InitialConnWindowSize(ConnWindow),
+		grpc.ReadBufferSize(ConnBufferSize),
+		grpc.WriteBufferSize(ConnBufferSize),
+		grpc.SharedWriteBuffer(true),
+	}
+}
+
+// What one connection and one stream may make the server hold, besides
+// the messages themselves; docs/operations.md adds them up.
+const (
+	// MaxHeaderListSize bounds the header list of one request, in bytes.
+	MaxHeaderListSize = 8 << 10
+	// StreamWindow and ConnWindow are the HTTP/2 flow-control windows:
+	// how much a peer may send that the server has not read yet.
+	StreamWindow = 64 << 10
+	ConnWindow   = 256 << 10
+	// ConnBufferSize is each connection's read and write buffer.
+	ConnBufferSize = 16 << 10
+	// StreamWriteQuota is how much grpc-go queues for one stream whose
+	// peer does not read, before the sender waits (its defaultWriteQuota).
+	StreamWriteQuota = 64 << 10
+)
+
+// tap runs when a stream opens, before its request is read: it refuses
+// the rpcs of a connection that is over its limit, bounds every tenant's
+// request rate and open rpcs, and holds a stream slot until the stream
+// ends.
+func (b *Budget) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	id, ok := IdentityFromContext(ctx)
+	if !ok {
+		return ctx, status.Error(codes.Unauthenticated, "the connection has no nsbroker identity")
+	}
+	if r := refusalFromContext(ctx); r != nil {
+		return ctx, status.Error(codes.ResourceExhausted, r.msg)
+	}
+	if err := b.requests.allow(id); err != nil {
+		return ctx, b.refuse(id, err)
+	}
+	release, err := b.streams.acquire(tenantLabel(id), id.key())
+	if err != nil {
+		return ctx, b.refuse(id, err)
+	}
+	// The stream's context ends when the stream does, whichever way.
+	context.AfterFunc(ctx, release)
+	return ctx, nil
+}
+
+// allowPublish takes one publish from the tenant's rate.
+func (b *Budget) allowPublish(id Identity) error {
+	if err := b.publish.allow(id); err != nil {
+		return b.refuse(id, err)
+	}
+	return nil
+}
+
+// queueBudget returns the byte budget id's subscriptions share, and the
+// function that gives it back when a subscription ends.
+func (b *Budget) queueBudget(id Identity) (*broker.ByteBudget, func()) {
+	if id.Role != RoleTenant {
+		return b.queuedAll, func() {}
+	}
+	k := id.key()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.queued[k]
+	if q == nil {
+		q = &tenantQueue{budget: broker.NewByteBudget(b.limits.MaxQueuedBytesPerTenant, b.queuedTenants)}
+		b.queued[k] = q
+	}
+	q.users++
+	var once sync.Once
+	return q.budget, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if q.users--; q.users == 0 {
+				delete(b.queued, k)
+			}
+		})
+	}
+}
+
+// limitError is a refusal by one limit.
+type limitError struct {
+	limit string // configuration key
+	msg   string
+}
+
+// slots counts one resource held by each tenant and by everyone, with a
+// reserve of the total that only holders without a key (the admin) may
+// take.
+type slots struct {
+	what                string // "connections"
+	totalKey, perKey    string // the limits' configuration keys
+	total, per, reserve int
+
+	mu                sync.Mutex // guards the fields below
+	used, tenantsUsed int
+	byTenant          map[tenantKey]int
+}
+
+func newSlots(what, totalKey, perKey string, total, per, reserve int) *slots {
+	return &slots{what: what, totalKey: totalKey, perKey: perKey, total: total, per: per, reserve: reserve, byTenant: make(map[tenantKey]int)}
+}
+
+// acquire takes a slot for the holder key, named who in a refusal. The
+// zero key (the admin) counts only against the total.
+func (s *slots) acquire(who string, key tenantKey) (release func(), err *limitError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tenant := key != (tenantKey{})
+	switch {
+	case s.used >= s.total:
+		return nil, &limitError{s.totalKey, fmt.Sprintf("too many %s: the server's limit of %d (%s) is reached", s.what, s.total, s.totalKey)}
+	case tenant && s.tenantsUsed >= s.total-s.reserve:
+		return nil, &limitError{s.totalKey, fmt.Sprintf("too many %s: tenants hold %d, all the server's limit of %d (%s) leaves them", s.what, s.tenantsUsed, s.total, s.totalKey)}
+	case tenant && s.byTenant[key] >= s.per:
+		return nil, &limitError{s.perKey, fmt.Sprintf("too many %s: %s holds %d, its limit (%s)", s.what, who, s.per, s.perKey)}
+	}
+	s.used++
+	if tenant {
+		s.tenantsUsed++
+		s.byTenant[key]++
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.used--
+			if tenant {
+				s.tenantsUsed--
+				if s.byTenant[key]--; s.byTenant[key] == 0 {
+					delete(s.byTenant, key)
+				}
+			}
+		})
+	}, nil
+}
+
+// tenantLabel names a tenant in a refusal: what the caller knows itself as.
+func tenantLabel(id Identity) string {
+	if id.Role == RoleAdmin {
+		return "the admin"
+	}
+	if id.netns != (nsmgr.ID{}) {
+		return fmt.Sprintf("the tenant of namespace %s", quoteName(id.Tenant))
+	}
+	return fmt.Sprintf("tenant %s", quoteName(id.Tenant))
+}
+
+// quoteName quotes a name for a message, cut short if long: messages go
+// back to clients, and never carry an unbounded string.
+func quoteName(name string) string {
+	const keep = 64
+	if len(name) <= keep {
+		return fmt.Sprintf("%q", name)
+	}
+	return fmt.Sprintf("%q…(%d bytes)", name[:keep], len(name))
+}
+
+// budgetCreds bounds connections: it takes a connection slot for each
+// connection the wrapped credentials identify, and bounds the TLS
+// handshakes in progress.
+type budgetCreds struct {
+	credentials.TransportCredentials
+	b *Budget
+}
+
+// refusalGrace is how long a connection over its limit is kept, so that
+// its rpcs can be told why (RESOURCE_EXHAUSTED naming the limit).
+const refusalGrace = time.Second
+
+// maxRefusing bounds the connections kept open for refusalGrace; past it
+// a connection over its limit is closed at once.
+const maxRefusing = 64
+
+func (c *budgetCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if _, tagged := raw.(*taggedConn); !tagged {
+		// A TLS handshake: bounded before anyone is known.
+		addr := hostOf(raw.RemoteAddr())
+		release, err := c.b.handshakes.acquire("address "+addr, tenantKey{tls: addr})
+		if err != nil {
+			return nil, nil, fmt.Errorf("connection from %v refused: %s", raw.RemoteAddr(), err.msg)
+		}
+		defer release()
+	}
+	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	ai, ok := info.(AuthInfo)
+	if !ok {
+		return conn, info, nil
+	}
+	release, lerr := c.b.conns.acquire(tenantLabel(ai.Identity), ai.Identity.key())
+	if lerr == nil {
+		return &budgetConn{Conn: conn, release: release}, info, nil
+	}
+	c.b.refuse(ai.Identity, lerr)
+	done, ok := c.b.refusing()
+	if !ok {
+		conn.Close()
+		return nil, nil, fmt.Errorf("connection of %s refused: %s", ai.Identity.Peer, lerr.msg)
+	}
+	ai.refusal = lerr
+	bc := &budgetConn{Conn: conn, release: done}
+	time.AfterFunc(refusalGrace, func() { bc.Close() })
+	return bc, ai, nil
+}
+
+func (c *budgetCreds) Clone() credentials.TransportCredentials {
+	return &budgetCreds{TransportCredentials: c.TransportCredentials.Clone(), b: c.b}
+}
+
+// refusing takes one of the maxRefusing places of connections kept only
+// to be told that they are over a limit.
+func (b *Budget) refusing() (release func(), ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.refusingNow >= maxRefusing {
+		return nil, false
+	}
+	b.refusingNow++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			b.refusingNow--
+			b.mu.Unlock()
+		})
+	}, true
+}
+
+// hostOf is the host part of an address ("" for a unix socket's).
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// budgetConn gives its slot back when it is closed.
+type budgetConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+func (c *budgetConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// refusalFromContext returns the refusal of the connection a stream
+// arrived on, if it is over a limit.
+func refusalFromContext(ctx context.Context) *limitError {
+	ai, _ := peerAuth(ctx)
+	return ai.refusal
+}
