@@ -71,7 +71,9 @@ func TestIntegrationLocalSocket(t *testing.T) {
 	_, other := newNamespace(t)
 	d := startDaemon(t, func(c *Config) { c.Attach = []string{name, other, "never-created-" + name} })
 	adminCC := dialUnix(t, d.cfg.AdminSocket)
+	// Both: the follower reports each namespace in its own time.
 	waitServing(t, adminCC, name)
+	waitServing(t, adminCC, other)
 	ctx := ctxTimeout(t)
 
 	cc, err := dialInNamespace(ns, "@nsbroker")

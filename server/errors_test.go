@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -284,6 +286,64 @@ func TestIntegrationConnectionLimits(t *testing.T) {
 	}
 	err = adminEcho(e.adminClient())
 	wantStatus(t, "a connection past the total", err, codes.ResourceExhausted, "the server's limit of 4 (max_connections) is reached")
+}
+
+func TestIntegrationRequestRate(t *testing.T) {
+	e := newEnv(t, &Config{Budget: NewBudget(&Limits{RequestRate: 0.001, RequestBurst: 2}, nil)})
+	ctx := testContext(t)
+	tenantA, tenantB, admin := e.localClient("A"), e.localClient("B"), e.adminClient()
+	for i := range 2 {
+		if _, err := tenantA.Echo(ctx, &nsbrokerv1.EchoRequest{}); err != nil {
+			t.Fatalf("rpc %d of tenant A within the burst: %v", i+1, err)
+		}
+	}
+	_, err := tenantA.Stats(ctx, &nsbrokerv1.StatsRequest{})
+	wantStatus(t, "third rpc of tenant A", err, codes.ResourceExhausted, "request rate limit exceeded")
+	wantStatus(t, "third rpc of tenant A", err, codes.ResourceExhausted, "(request_rate)")
+	if _, err := tenantB.Echo(ctx, &nsbrokerv1.EchoRequest{}); err != nil {
+		t.Fatalf("tenant B's first rpc: %v", err)
+	}
+	for i := range 5 {
+		if _, err := admin.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: e.names["A"]}); err != nil {
+			t.Fatalf("rpc %d of the admin: %v", i+1, err)
+		}
+	}
+}
+
+// TestIntegrationPendingHandshakes: a client address holds at most its
+// limit of TLS handshakes in progress; the next connection is closed at
+// once, and a handshake that completes frees its place.
+func TestIntegrationPendingHandshakes(t *testing.T) {
+	e := newEnv(t, &Config{Budget: NewBudget(&Limits{MaxPendingHandshakesPerAddr: 1}, nil)})
+	idle, err := net.Dial("tcp", e.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	// The server sees the idle connection before the next one.
+	time.Sleep(100 * time.Millisecond)
+	next, err := net.Dial("tcp", e.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	next.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := next.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("second handshake from one address: read got %v, want EOF (closed by the server)", err)
+	}
+	idle.Close()
+	ctx := testContext(t)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		_, err := e.tlsClient(e.pki.client("acme")).Echo(ctx, &nsbrokerv1.EchoRequest{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a TLS client once the idle handshake is gone: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func TestIntegrationPublishRate(t *testing.T) {
