@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/internal/quote"
 	"github.com/nsbroker/nsbroker/nsmgr"
 )
 
@@ -240,6 +241,23 @@ func (b *Broker) forgetUnit() {
 	b.unitMu.Unlock()
 }
 
+// MaxNameLen is the longest attach name, in bytes. It is that of a name
+// under /run/netns (NAME_MAX), so that every namespace there can be
+// attached under its own name. Every request that names a namespace is
+// refused as invalid when the name is longer, before anything is looked
+// up or changed; so is an attach whose derived name would be longer.
+const MaxNameLen = nsmgr.NameMax
+
+// CheckName reports whether name can be an attach name: at most
+// MaxNameLen bytes. The error matches ErrInvalid and shows only a bounded
+// part of name.
+func CheckName(name string) error {
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("%w: namespace name %s is longer than %d bytes", ErrInvalid, quote.String(name), MaxNameLen)
+	}
+	return nil
+}
+
 // DefaultName is the name a namespace is attached under when none is
 // given: its name under /run/netns, or "path:P" / "pid:N".
 func DefaultName(ref nsmgr.Ref) string {
@@ -252,10 +270,21 @@ func DefaultName(ref nsmgr.Ref) string {
 // Attach opens the namespace ref names and connects to the module inside
 // it under the given name (DefaultName(ref) when empty). A namespace whose
 // module is missing is attached all the same, as unavailable, and
-// connects by itself once the module is there.
+// connects by itself once the module is there. A name longer than
+// MaxNameLen, given or derived, is refused before ref is opened.
 func (b *Broker) Attach(ctx context.Context, name string, ref nsmgr.Ref) (Info, error) {
-	if name == "" {
+	if err := ref.Validate(); err != nil {
+		return Info{}, opError("attach", name, err)
+	}
+	derived := name == ""
+	if derived {
 		name = DefaultName(ref)
+	}
+	if err := CheckName(name); err != nil {
+		if derived {
+			err = fmt.Errorf("%w, as derived from the reference: give a shorter name", err)
+		}
+		return Info{}, opError("attach", "", err)
 	}
 	ns, err := nsmgr.Open(ref)
 	if err != nil {

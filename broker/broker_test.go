@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -666,5 +667,40 @@ func TestWatchReportsAttachOnceAndFirst(t *testing.T) {
 	case ev := <-w2:
 		t.Fatalf("unexpected second event %v for %s", ev.Kind, ev.Info.Name)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestAttachNameBound attaches under a name of MaxNameLen bytes and
+// refuses one byte more, given or derived from the reference, before the
+// namespace is opened: nothing is attached, and the error shows only a
+// bounded part of the name.
+func TestAttachNameBound(t *testing.T) {
+	k := brokertest.NewKernel()
+	b := New(fakeConfig(k))
+	defer b.Close()
+	name, ns := newNamed(t)
+	ref := nsmgr.Ref{Name: name}
+	for _, over := range []string{strings.Repeat("o", MaxNameLen+1), strings.Repeat("o", 100*1024)} {
+		_, err := b.Attach(context.Background(), over, ref)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), fmt.Sprint(MaxNameLen)) || len(err.Error()) > 300 {
+			t.Errorf("Attach under a name of %d bytes: %.400v; want a short ErrInvalid naming the limit", len(over), err)
+		}
+	}
+	// The same slashes make a path that is the same file, and too long a
+	// derived name.
+	long := nsmgr.NetnsDir + strings.Repeat("/", MaxNameLen) + name
+	if _, err := b.Attach(context.Background(), "", nsmgr.Ref{Path: long}); !errors.Is(err, ErrInvalid) || len(err.Error()) > 300 {
+		t.Errorf("Attach of a path of %d bytes under its derived name: %.400v; want a short ErrInvalid", len(long), err)
+	}
+	if n := len(b.List()); n != 0 {
+		t.Fatalf("%d namespaces attached after refused attaches, want 0", n)
+	}
+	longest := strings.Repeat("m", MaxNameLen)
+	in, err := b.Attach(context.Background(), longest, nsmgr.Ref{Path: long})
+	if err != nil || in.Name != longest || in.Inode != ns.Inode() {
+		t.Fatalf("Attach under a name of %d bytes = %q inode %d, %v; want attached, inode %d", MaxNameLen, in.Name, in.Inode, err, ns.Inode())
+	}
+	if _, err := b.Get(longest); err != nil {
+		t.Fatalf("Get of the name of %d bytes: %v", MaxNameLen, err)
 	}
 }

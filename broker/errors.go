@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nsbroker/nsbroker/internal/quote"
 )
 
 // Errors callers branch on. Every error returned by a Broker method wraps
@@ -22,7 +24,8 @@ var (
 	// ErrNamespaceGone: the namespace disappeared (its name was unlinked or
 	// its process exited) and the broker detached it.
 	ErrNamespaceGone = errors.New("namespace gone")
-	// ErrInvalid: the arguments are wrong (bad group, payload too long).
+	// ErrInvalid: the arguments are wrong (bad group, payload or name too
+	// long).
 	ErrInvalid = errors.New("invalid argument")
 	// ErrClosed: the Broker was closed.
 	ErrClosed = errors.New("broker closed")
@@ -36,7 +39,7 @@ var (
 // Error describes a failed operation on one namespace.
 type Error struct {
 	Op        string // "attach", "echo", "publish", ...
-	Namespace string // the attach name
+	Namespace string // the attach name; Error shows it quoted and bounded
 	Err       error
 }
 
@@ -44,7 +47,7 @@ func (e *Error) Error() string {
 	if e.Namespace == "" {
 		return fmt.Sprintf("%s: %v", e.Op, e.Err)
 	}
-	return fmt.Sprintf("%s %s: %v", e.Op, e.Namespace, e.Err)
+	return fmt.Sprintf("%s %s: %v", e.Op, quote.String(e.Namespace), e.Err)
 }
 
 // Unwrap returns the underlying error.

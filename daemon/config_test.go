@@ -13,6 +13,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"gopkg.in/yaml.v3"
+
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/nsmgr"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -121,7 +124,9 @@ func TestParseArgsErrors(t *testing.T) {
 		{name: "tenant without namespaces", file: "tenants: [{name: a}]\n", want: `"a" has no namespaces`},
 		{name: "tenant twice", file: "tenants: [{name: a, namespaces: [x]}, {name: a, namespaces: [y]}]\n", want: `"a" listed twice`},
 		{name: "common name twice", file: "tenants: [{name: a, namespaces: [x]}, {name: b, common_name: a, namespaces: [y]}]\n", want: `same common_name "a"`},
+		{name: "tenant namespace too long", file: "tenants: [{name: a, namespaces: [" + strings.Repeat("n", broker.MaxNameLen+1) + "]}]\n", want: "longer than 255 bytes"},
 		{name: "bad attach", file: "attach: ['pid:x']\n", want: "pid is not a number"},
+		{name: "attach name too long", file: "attach: ['" + strings.Repeat("n", nsmgr.NameMax+1) + "']\n", want: "longer than 255 bytes"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, want: `log_level: "loud"`},
 		{name: "bad log format", args: []string{"--log-format", "xml"}, want: `log_format: "xml"`},
 		{name: "zero limit", args: []string{"--max-msg-size", "0"}, want: "max_msg_size: must be positive"},

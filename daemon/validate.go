@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/nsbroker/nsbroker/broker"
 	"github.com/nsbroker/nsbroker/nsmgr"
 )
 
@@ -88,6 +89,9 @@ func validateTenants(tenants []Tenant) error {
 		for _, ns := range t.Namespaces {
 			if ns == "" {
 				return fmt.Errorf("tenants: %q lists an empty namespace name", t.Name)
+			}
+			if err := broker.CheckName(ns); err != nil {
+				return fmt.Errorf("tenants: %q: %w", t.Name, err)
 			}
 		}
 	}

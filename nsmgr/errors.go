@@ -3,6 +3,8 @@ package nsmgr
 import (
 	"errors"
 	"fmt"
+
+	"github.com/nsbroker/nsbroker/internal/quote"
 )
 
 // ErrNotNetns means a path exists but is not a network namespace (a
@@ -18,7 +20,8 @@ type Error struct {
 	// Op is the operation that failed: "open", "enter", "restore",
 	// "create", "delete", "close", "discover", "watch" or "watch pid".
 	Op string
-	// Namespace names the namespace, as [Ref.String] does; it may be empty.
+	// Namespace names the namespace, as [Ref.String] does; it may be
+	// empty. Error shows it quoted and bounded.
 	Namespace string
 	// Err is the underlying error.
 	Err error
@@ -29,7 +32,7 @@ func (e *Error) Error() string {
 	if e.Namespace == "" {
 		return fmt.Sprintf("nsmgr: %s: %v", e.Op, e.Err)
 	}
-	return fmt.Sprintf("nsmgr: %s %s: %v", e.Op, e.Namespace, e.Err)
+	return fmt.Sprintf("nsmgr: %s %s: %v", e.Op, quote.String(e.Namespace), e.Err)
 }
 
 // Unwrap returns the underlying error.

@@ -5,10 +5,22 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/nsbroker/nsbroker/internal/quote"
 )
 
 // NetnsDir is where named namespaces live, as with iproute2's ip netns.
 const NetnsDir = "/run/netns"
+
+// Bounds of a Ref, in bytes: the kernel's own, checked before any system
+// call so that a longer one is refused as invalid, and shown bounded.
+const (
+	// NameMax is the longest Ref.Name: NAME_MAX, the longest file name
+	// in NetnsDir.
+	NameMax = 255
+	// PathMax is the longest Ref.Path: PATH_MAX less its terminating NUL.
+	PathMax = 4095
+)
 
 // Ref names a network namespace in exactly one way.
 type Ref struct {
@@ -35,10 +47,10 @@ func ParseRef(s string) (Ref, error) {
 	case found && kind == "pid":
 		pid, err := strconv.Atoi(val)
 		if err != nil {
-			return Ref{}, fmt.Errorf("%w: %q: pid is not a number", ErrInvalidRef, s)
+			return Ref{}, fmt.Errorf("%w: %s: pid is not a number", ErrInvalidRef, quote.String(s))
 		}
 		if pid <= 0 {
-			return Ref{}, fmt.Errorf("%w: %q: pid must be positive", ErrInvalidRef, s)
+			return Ref{}, fmt.Errorf("%w: %s: pid must be positive", ErrInvalidRef, quote.String(s))
 		}
 		r.PID = pid
 	default:
@@ -50,8 +62,9 @@ func ParseRef(s string) (Ref, error) {
 	return r, nil
 }
 
-// Validate reports whether r names exactly one namespace and the name is
-// usable as a file name in NetnsDir. Errors match ErrInvalidRef.
+// Validate reports whether r names exactly one namespace, the name is
+// usable as a file name in NetnsDir (at most NameMax bytes) and the path
+// as a path (at most PathMax bytes, no NUL). Errors match ErrInvalidRef.
 func (r Ref) Validate() error {
 	set := 0
 	if r.Name != "" {
@@ -62,6 +75,9 @@ func (r Ref) Validate() error {
 	}
 	if r.Path != "" {
 		set++
+		if err := validPath(r.Path); err != nil {
+			return err
+		}
 	}
 	if r.PID != 0 {
 		set++
@@ -78,8 +94,22 @@ func (r Ref) Validate() error {
 // validName rejects names that ip netns would reject or that would escape
 // NetnsDir.
 func validName(name string) error {
+	if len(name) > NameMax {
+		return fmt.Errorf("%w: namespace name %s is longer than %d bytes", ErrInvalidRef, quote.String(name), NameMax)
+	}
 	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') || strings.ContainsRune(name, 0) {
-		return fmt.Errorf("%w: %q is not a valid namespace name", ErrInvalidRef, name)
+		return fmt.Errorf("%w: %s is not a valid namespace name", ErrInvalidRef, quote.String(name))
+	}
+	return nil
+}
+
+// validPath rejects paths that no system call would take.
+func validPath(path string) error {
+	if len(path) > PathMax {
+		return fmt.Errorf("%w: path %s is longer than %d bytes", ErrInvalidRef, quote.String(path), PathMax)
+	}
+	if strings.ContainsRune(path, 0) {
+		return fmt.Errorf("%w: path %s contains a NUL byte", ErrInvalidRef, quote.String(path))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package nsmgr
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -69,6 +70,40 @@ func TestRefValidate(t *testing.T) {
 	}
 }
 
+// TestRefBounds checks that a name of NameMax bytes and a path of PathMax
+// bytes are valid, one byte more is not, and the error shows a bounded
+// part of it.
+func TestRefBounds(t *testing.T) {
+	path := func(n int) string { return "/" + strings.Repeat("p", n-1) }
+	tests := []struct {
+		ref Ref
+		ok  bool
+	}{
+		{Ref{Name: strings.Repeat("n", NameMax)}, true},
+		{Ref{Name: strings.Repeat("n", NameMax+1)}, false},
+		{Ref{Name: strings.Repeat("n", 100*1024)}, false},
+		{Ref{Path: path(PathMax)}, true},
+		{Ref{Path: path(PathMax + 1)}, false},
+		{Ref{Path: path(100 * 1024)}, false},
+		{Ref{Path: "/run/netns/a\x00b"}, false},
+	}
+	for _, tt := range tests {
+		err := tt.ref.Validate()
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrInvalidRef)) {
+			t.Errorf("Validate of name %d bytes, path %d bytes: %v, want ok=%v", len(tt.ref.Name), len(tt.ref.Path), err, tt.ok)
+		}
+		if err != nil && len(err.Error()) > 200 {
+			t.Errorf("Validate of name %d bytes, path %d bytes: a message of %d bytes: %.300s", len(tt.ref.Name), len(tt.ref.Path), len(err.Error()), err)
+		}
+		if _, err := Open(tt.ref); !tt.ok && (!errors.Is(err, ErrInvalidRef) || len(err.Error()) > 300) {
+			t.Errorf("Open of name %d bytes, path %d bytes: %.400s, want a short error matching ErrInvalidRef", len(tt.ref.Name), len(tt.ref.Path), err)
+		}
+	}
+	if _, err := ParseRef("name:" + strings.Repeat("n", NameMax+1)); !errors.Is(err, ErrInvalidRef) {
+		t.Errorf("ParseRef of a name of %d bytes: %v, want an error matching ErrInvalidRef", NameMax+1, err)
+	}
+}
+
 func TestOpenInvalidRef(t *testing.T) {
 	for _, ref := range []Ref{{}, {Name: "a", PID: 1}, {Name: "../etc"}} {
 		ns, err := Open(ref)
@@ -81,7 +116,7 @@ func TestOpenInvalidRef(t *testing.T) {
 func TestErrorFormat(t *testing.T) {
 	inner := errors.New("boom")
 	err := error(&Error{Op: "open", Namespace: "name:x", Err: inner})
-	if got, want := err.Error(), "nsmgr: open name:x: boom"; got != want {
+	if got, want := err.Error(), `nsmgr: open "name:x": boom`; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 	if !errors.Is(err, inner) {

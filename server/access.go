@@ -76,9 +76,14 @@ func (s *Server) authorizeNamespace(ctx context.Context, rpc, name string) (Iden
 }
 
 // resolve returns the attach name a request's namespace field means for
-// id: the tenant's only namespace when empty. A namespace id may not reach
-// gets the same NotFound as one that is not attached.
+// id: the tenant's only namespace when empty. A name longer than
+// broker.MaxNameLen is InvalidArgument, whoever asks, before any lookup.
+// A namespace id may not reach gets the same NotFound as one that is not
+// attached.
 func (s *Server) resolve(id Identity, name string) (string, error) {
+	if err := broker.CheckName(name); err != nil {
+		return "", ToStatus(err)
+	}
 	if name == "" {
 		if id.Role != RoleTenant || len(id.Namespaces) != 1 {
 			return "", status.Error(codes.InvalidArgument, "namespace is required")

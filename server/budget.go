@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/internal/quote"
 	"github.com/nsbroker/nsbroker/nsmgr"
 )
 
@@ -393,19 +394,9 @@ func tenantLabel(id Identity) string {
 		return "the admin"
 	}
 	if id.netns != (nsmgr.ID{}) {
-		return fmt.Sprintf("the tenant of namespace %s", quoteName(id.Tenant))
+		return fmt.Sprintf("the tenant of namespace %s", quote.String(id.Tenant))
 	}
-	return fmt.Sprintf("tenant %s", quoteName(id.Tenant))
-}
-
-// quoteName quotes a name for a message, cut short if long: messages go
-// back to clients, and never carry an unbounded string.
-func quoteName(name string) string {
-	const keep = 64
-	if len(name) <= keep {
-		return fmt.Sprintf("%q", name)
-	}
-	return fmt.Sprintf("%q…(%d bytes)", name[:keep], len(name))
+	return fmt.Sprintf("tenant %s", quote.String(id.Tenant))
 }
 
 // budgetCreds bounds connections: it takes a connection slot for each

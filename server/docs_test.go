@@ -1,10 +1,14 @@
 package server
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/internal/quote"
+	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
@@ -42,6 +46,29 @@ func TestAPIDocCoversEveryRPC(t *testing.T) {
 	for name := range rpcs {
 		if !sections[name] {
 			t.Errorf("docs/api.md has no section for %s", name)
+		}
+	}
+}
+
+// TestAPIDocStatesNameBounds fails when docs/api.md does not state the
+// bounds on names, references and messages that the code enforces.
+func TestAPIDocStatesNameBounds(t *testing.T) {
+	b, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Join(strings.Fields(string(b)), " ")
+	for _, want := range []string{
+		fmt.Sprintf("A namespace name is at most **%d bytes** (`broker.MaxNameLen`", broker.MaxNameLen),
+		fmt.Sprintf("is longer than %d bytes`", broker.MaxNameLen),
+		fmt.Sprintf("under `/run/netns`, as `ip netns add` makes, at most %d bytes", nsmgr.NameMax),
+		fmt.Sprintf("at most %d bytes (`PATH_MAX` less the NUL)", nsmgr.PathMax),
+		fmt.Sprintf("a `name` over %d bytes, a `path` over %d", nsmgr.NameMax, nsmgr.PathMax),
+		fmt.Sprintf("it shows the first %d bytes", quote.Max),
+		fmt.Sprintf("a status message is cut after %d bytes", maxMessage),
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("docs/api.md does not say %q", want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nsbroker/nsbroker/broker"
+	"github.com/nsbroker/nsbroker/internal/quote"
 	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
@@ -52,8 +53,13 @@ func (s *Server) AttachNamespace(ctx context.Context, req *nsbrokerv1.AttachName
 	return s.attach(ctx, req)
 }
 
-// attach attaches what req names, for an authorized caller.
+// attach attaches what req names, for an authorized caller. A name or a
+// reference over its bound (broker.MaxNameLen, nsmgr.NameMax,
+// nsmgr.PathMax) is InvalidArgument before anything is opened.
 func (s *Server) attach(ctx context.Context, req *nsbrokerv1.AttachNamespaceRequest) (*nsbrokerv1.Namespace, error) {
+	if err := broker.CheckName(req.GetName()); err != nil {
+		return nil, ToStatus(err)
+	}
 	ref := refFromProto(req.GetRef())
 	if err := ref.Validate(); err != nil {
 		return nil, ToStatus(err)
@@ -149,7 +155,7 @@ func (s *Server) WatchNamespaces(_ *nsbrokerv1.WatchNamespacesRequest, stream gr
 			return err
 		}
 		if id.netns != (nsmgr.ID{}) && (ev.Kind == broker.NamespaceDetached || ev.Kind == broker.NamespaceGone) {
-			return status.Errorf(codes.Aborted, "namespace %q %s", ev.Info.Name, ev.Kind)
+			return status.Errorf(codes.Aborted, "namespace %s %s", quote.String(ev.Info.Name), ev.Kind)
 		}
 	}
 	if err := ctx.Err(); err != nil {

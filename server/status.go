@@ -13,13 +13,26 @@ import (
 
 	"github.com/nsbroker/nsbroker/broker"
 	"github.com/nsbroker/nsbroker/family"
+	"github.com/nsbroker/nsbroker/internal/quote"
 	"github.com/nsbroker/nsbroker/nsmgr"
 )
 
 // notFound is the one answer for a namespace that is not attached and for
 // one the caller may not reach, so that a tenant cannot tell them apart.
 func notFound(name string) error {
-	return status.Errorf(codes.NotFound, "namespace %q not attached", name)
+	return status.Error(codes.NotFound, "namespace "+quote.String(name)+" not attached")
+}
+
+// maxMessage bounds the message of every status ToStatus makes, in bytes.
+// The names a message shows are bounded already (quote.String); this
+// bounds whatever else an error carries, such as a path, so that the
+// status, which travels as a header, stays far below the 8 KiB of header
+// that gRPC C-core and Java clients accept, even percent-encoded.
+const maxMessage = 1024
+
+// statusError is status.Error with the message bounded by maxMessage.
+func statusError(code codes.Code, msg string) error {
+	return status.Error(code, quote.Cut(msg, maxMessage))
 }
 
 // errShuttingDown ends whatever is open when the broker closes.
@@ -44,32 +57,32 @@ func ToStatus(err error) error {
 		if be != nil && be.Namespace != "" {
 			return notFound(be.Namespace)
 		}
-		return status.Error(codes.NotFound, err.Error())
+		return statusError(codes.NotFound, err.Error())
 	case errors.Is(err, broker.ErrClosed):
 		return errShuttingDown
 	case errors.Is(err, broker.ErrExists):
-		return status.Error(codes.AlreadyExists, err.Error())
+		return statusError(codes.AlreadyExists, err.Error())
 	case errors.Is(err, broker.ErrUnavailable):
-		return status.Error(codes.Unavailable, err.Error())
+		return statusError(codes.Unavailable, err.Error())
 	case errors.Is(err, broker.ErrDetached), errors.Is(err, broker.ErrNamespaceGone):
-		return status.Error(codes.Aborted, err.Error())
+		return statusError(codes.Aborted, err.Error())
 	case errors.Is(err, broker.ErrWatchOverflow):
-		return status.Error(codes.Aborted, err.Error()+": the client read too slowly")
+		return statusError(codes.Aborted, err.Error()+": the client read too slowly")
 	case errors.Is(err, broker.ErrReplyLost):
-		return status.Error(codes.Aborted, err.Error()+"; the request may have taken effect")
+		return statusError(codes.Aborted, err.Error()+"; the request may have taken effect")
 	case errors.Is(err, broker.ErrInvalid), errors.Is(err, nsmgr.ErrInvalidRef):
-		return status.Error(codes.InvalidArgument, err.Error())
+		return statusError(codes.InvalidArgument, err.Error())
 	case errors.As(err, &fe):
 		return kernelStatus(be, fe)
 	case errors.Is(err, nsmgr.ErrNotNetns):
 		if errors.Is(err, fs.ErrNotExist) {
-			return status.Error(codes.NotFound, err.Error())
+			return statusError(codes.NotFound, err.Error())
 		}
-		return status.Error(codes.InvalidArgument, err.Error())
+		return statusError(codes.InvalidArgument, err.Error())
 	case errors.Is(err, os.ErrPermission):
-		return status.Error(codes.PermissionDenied, err.Error())
+		return statusError(codes.PermissionDenied, err.Error())
 	}
-	return status.Error(codes.Unknown, err.Error())
+	return statusError(codes.Unknown, err.Error())
 }
 
 // kernelStatus maps a request the module rejected: the code follows its
@@ -80,7 +93,7 @@ func kernelStatus(be *broker.Error, fe *family.Error) error {
 		msg += ": " + fe.Message
 	}
 	if be != nil {
-		msg = fmt.Sprintf("%s %s: %s", be.Op, be.Namespace, msg)
+		msg = fmt.Sprintf("%s %s: %s", be.Op, quote.String(be.Namespace), msg)
 	}
 	code := codes.Unknown
 	switch fe.Errno {
@@ -93,5 +106,5 @@ func kernelStatus(be *broker.Error, fe *family.Error) error {
 	case unix.EAGAIN, unix.EBUSY:
 		code = codes.Unavailable
 	}
-	return status.Error(code, msg)
+	return statusError(code, msg)
 }

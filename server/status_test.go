@@ -38,12 +38,12 @@ func TestToStatus(t *testing.T) {
 		{"invalid", op("publish", fmt.Errorf("%w: group 33 outside 1..32", broker.ErrInvalid)), codes.InvalidArgument, "…group 33 outside 1..32"},
 		{"reply lost", op("publish", broker.ErrReplyLost), codes.Aborted, "…may have taken effect"},
 		{"watch overflow", broker.ErrWatchOverflow, codes.Aborted, "…read too slowly"},
-		{"kernel EINVAL", kernel(unix.EINVAL, "group out of range"), codes.InvalidArgument, "publish red: invalid argument: group out of range"},
+		{"kernel EINVAL", kernel(unix.EINVAL, "group out of range"), codes.InvalidArgument, `publish "red": invalid argument: group out of range`},
 		{"kernel ERANGE", kernel(unix.ERANGE, "payload too long"), codes.InvalidArgument, "…payload too long"},
 		{"kernel EOPNOTSUPP", kernel(unix.EOPNOTSUPP, "unknown message type"), codes.InvalidArgument, "…unknown message type"},
 		{"kernel EPROTONOSUPPORT", kernel(unix.EPROTONOSUPPORT, "bad version"), codes.InvalidArgument, "…bad version"},
 		{"kernel EPERM", kernel(unix.EPERM, "CAP_NET_ADMIN needed"), codes.PermissionDenied, "…CAP_NET_ADMIN needed"},
-		{"kernel ENOMEM", kernel(unix.ENOMEM, ""), codes.ResourceExhausted, "publish red: cannot allocate memory"},
+		{"kernel ENOMEM", kernel(unix.ENOMEM, ""), codes.ResourceExhausted, `publish "red": cannot allocate memory`},
 		{"kernel other", kernel(unix.EIO, "odd"), codes.Unknown, "…odd"},
 		{"canceled", op("echo", context.Canceled), codes.Canceled, "…"},
 		{"deadline", op("echo", context.DeadlineExceeded), codes.DeadlineExceeded, "…"},
@@ -67,6 +67,32 @@ func TestToStatus(t *testing.T) {
 				}
 			} else if st.Message() != tt.msg {
 				t.Fatalf("ToStatus(%v) message: got %q, want %q", tt.err, st.Message(), tt.msg)
+			}
+		})
+	}
+}
+
+// TestToStatusBounded checks that a status made from an error with a
+// client's string of 100 KiB in it stays short: a name shows only its
+// first quote.Max bytes, and any message at most maxMessage bytes.
+func TestToStatusBounded(t *testing.T) {
+	long := strings.Repeat("x", 100*1024)
+	tests := []struct {
+		name string
+		err  error
+		max  int
+	}{
+		{"not attached", &broker.Error{Op: "echo", Namespace: long, Err: broker.ErrNotFound}, 200},
+		{"exists", &broker.Error{Op: "attach", Namespace: long, Err: broker.ErrExists}, 200},
+		{"kernel", &broker.Error{Op: "publish", Namespace: long, Err: &family.Error{Errno: unix.EINVAL, Message: "bad"}}, 200},
+		{"nsmgr", &broker.Error{Op: "attach", Namespace: long, Err: &nsmgr.Error{Op: "open", Namespace: "path:" + long, Err: nsmgr.ErrNotNetns}}, 300},
+		{"bare", fmt.Errorf("%w: %s", broker.ErrInvalid, long), maxMessage + len("…(102419 bytes)")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := status.Convert(ToStatus(tt.err)).Message()
+			if len(msg) > tt.max {
+				t.Errorf("message of %d bytes, want at most %d: %.300q", len(msg), tt.max, msg)
 			}
 		})
 	}
