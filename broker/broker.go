@@ -139,6 +139,10 @@ type Info struct {
 	Overruns    uint64 // ENOBUFS reported by the kernel socket
 	OverrunLost uint64 // events lost to kernel overruns
 	QueueLost   uint64 // events current subscribers lost to full queues
+	// Forged counts the datagrams dropped because they did not come from
+	// the kernel: sent straight to the socket's groups by a process with
+	// CAP_NET_ADMIN over the namespace (family.ErrForged).
+	Forged uint64
 }
 
 // Broker attaches network namespaces and serves requests and

@@ -48,6 +48,7 @@ type nsConn struct {
 	received    atomic.Uint64 // events received from the kernel
 	overruns    atomic.Uint64 // ENOBUFS seen on the socket
 	overrunLost atomic.Uint64 // events the kernel dropped for us
+	forged      atomic.Uint64 // datagrams dropped as not from the kernel
 
 	mu       sync.Mutex   // guards everything below
 	conn     *family.Conn // nil unless StateReady
@@ -256,13 +257,18 @@ func (c *nsConn) close(why error) {
 }
 
 // read is the connection's only reader: replies go to the waiting
-// request, events to the subscribers. It ends when conn is closed.
+// request, events to the subscribers. What did not come from the kernel is
+// counted and dropped before it is decoded. It ends when conn is closed.
 func (c *nsConn) read(conn *family.Conn) {
 	for {
 		msgs, err := conn.Receive()
 		if err != nil {
 			if errors.Is(err, unix.ENOBUFS) {
 				c.overrun()
+				continue
+			}
+			if errors.Is(err, family.ErrForged) {
+				c.forged.Add(1)
 				continue
 			}
 			c.mu.Lock()
@@ -518,6 +524,7 @@ func (c *nsConn) info() Info {
 		Received:    c.received.Load(),
 		Overruns:    c.overruns.Load(),
 		OverrunLost: c.overrunLost.Load(),
+		Forged:      c.forged.Load(),
 	}
 	for s := range c.subs {
 		in.Delivered += s.delivered.Load()

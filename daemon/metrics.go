@@ -209,6 +209,9 @@ var brokerMetrics = []brokerMetric{
 	{prometheus.NewDesc("nsbroker_netlink_overrun_events_lost_total",
 		"Events the kernel dropped in those overruns.", []string{"namespace"}, nil),
 		prometheus.CounterValue, func(in broker.Info) float64 { return float64(in.OverrunLost) }},
+	{prometheus.NewDesc("nsbroker_forged_datagrams_total",
+		"Datagrams the namespace's netlink socket dropped since it was attached because their source port id was not the kernel's (0): forged by a process with CAP_NET_ADMIN over the namespace.", []string{"namespace"}, nil),
+		prometheus.CounterValue, func(in broker.Info) float64 { return float64(in.Forged) }},
 }
 
 func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {

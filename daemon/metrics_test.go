@@ -69,8 +69,8 @@ func value(m *dto.Metric) float64 {
 	return -1
 }
 
-// TestIntegrationMetrics makes a few rpcs, a delivered event and a gap,
-// and reads the counters back from the metrics endpoint; detaching the
+// TestIntegrationMetrics makes a few rpcs, a delivered event, a gap and
+// a forged event, and reads the counters back from the metrics endpoint; detaching the
 // namespace removes its series.
 func TestIntegrationMetrics(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -97,9 +97,11 @@ func TestIntegrationMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	synced, received := syncSubscription(t, d, ns.Inode(), 5, sub)
-	// One event lost to a kernel overrun, then one delivered after a gap.
+	// One event lost to a kernel overrun, one forged (dropped and counted,
+	// not received), then one delivered after a gap.
 	d.kernel.DropEvents(ns.Inode(), 1)
 	d.kernel.Publish(ns.Inode(), 5, []byte("dropped"))
+	d.kernel.Forge(ns.Inode(), 5, 4242, synced+2, []byte("forged"))
 	d.kernel.Publish(ns.Inode(), 5, []byte("kept"))
 	resp, err := sub.Recv()
 	if err != nil {
@@ -131,6 +133,7 @@ func TestIntegrationMetrics(t *testing.T) {
 		{"nsbroker_namespace_ready", map[string]string{"namespace": name}, 1},
 		{"nsbroker_netlink_events_received_total", map[string]string{"namespace": name}, float64(received + 1)},
 		{"nsbroker_netlink_overruns_total", map[string]string{"namespace": name}, 1},
+		{"nsbroker_forged_datagrams_total", map[string]string{"namespace": name}, 1},
 		{"nsbroker_local_sockets", map[string]string{}, 1},
 	} {
 		m, ok := sample(mfs, c.name, c.labels)

@@ -68,6 +68,9 @@ type Conn struct {
 	// raw is the socket's descriptor for sendDatagram and readDatagram;
 	// nil for a fake socket, which is used through nc.
 	raw syscall.RawConn
+	// dgram is what Receive reads from for a Conn made by
+	// NewDatagramConn; nil otherwise.
+	dgram DatagramReader
 	// seq is the last sequence number Send used.
 	seq atomic.Uint32
 	// syncMu serialises the synchronous helpers, so that each reads its own
@@ -83,6 +86,11 @@ type Conn struct {
 // broadcast errors, so that an event this socket's full receive buffer
 // drops is reported to the module, which counts it as an overrun (without
 // the option the kernel reports it as if the group had no member).
+//
+// The socket is connected to the kernel (port id 0), so the kernel refuses
+// any other socket's unicast to it with ECONNREFUSED; it still receives
+// the multicast of the groups it joins, and Receive drops whatever did not
+// come from the kernel (ErrForged).
 func Dial(cfg *Config) (*Conn, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -136,7 +144,29 @@ func dial(unit int, cfg *Config) (*Conn, error) {
 			return nil, fmt.Errorf("nsbroker: set receive buffer: %w", err)
 		}
 	}
+	if err := connectKernel(nc); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("nsbroker: connect to the kernel: %w", err)
+	}
 	return NewConn(nc), nil
+}
+
+// connectKernel connects the socket to the kernel's (port id 0, no
+// group). netlink then delivers unicast to it only from the kernel: the
+// unicast of any other socket fails in the sender with ECONNREFUSED.
+// Multicast is not affected, in either direction.
+func connectKernel(nc *netlink.Conn) error {
+	rc, err := nc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.Connect(int(fd), &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // setReadBuffer sets the receive buffer with SO_RCVBUFFORCE, falling back
@@ -160,12 +190,25 @@ func setReadBuffer(nc *netlink.Conn, n int) error {
 
 // NewConn wraps an open netlink connection, for example a fake from
 // mdlayher/netlink/nltest. Dial is what programs use.
+//
+// Over a real socket, Receive checks each datagram's source, as it does
+// for Dial's. A fake one reached through netlink.Conn cannot say who sent
+// a datagram, so everything it delivers counts as the kernel's; a fake
+// that can say is a DatagramReader, for NewDatagramConn.
 func NewConn(nc *netlink.Conn) *Conn {
 	c := &Conn{nc: nc}
 	if rc, err := nc.SyscallConn(); err == nil {
 		c.raw = rc
 	}
 	return c
+}
+
+// NewDatagramConn wraps a netlink connection over a fake socket that says
+// who sent each datagram: Receive reads through r.ReceiveDatagram, and
+// checks and decodes what it reads as it does a real socket's; everything
+// else goes through nc.
+func NewDatagramConn(nc *netlink.Conn, r DatagramReader) *Conn {
+	return &Conn{nc: nc, dgram: r}
 }
 
 // Close closes the socket and unblocks a Receive in progress. Receive and
@@ -279,12 +322,23 @@ func (c *Conn) nextSeq() uint32 {
 // Err set, not an error of Receive: Receive fails only when the socket
 // does, for example with ErrDropped when the receive buffer overflowed
 // (the socket stays usable), with a timeout after SetReadDeadline, or with
-// net.ErrClosed after Close.
+// net.ErrClosed after Close; and with ErrForged when it dropped a datagram
+// that another socket sent, not the kernel (the socket stays usable).
 func (c *Conn) Receive() ([]Message, error) {
-	if c.raw != nil {
-		b, err := readDatagram(c.raw)
+	if c.raw != nil || c.dgram != nil {
+		var b []byte
+		var from uint32
+		var err error
+		if c.raw != nil {
+			b, from, err = readDatagram(c.raw)
+		} else {
+			b, from, err = c.dgram.ReceiveDatagram()
+		}
 		if err != nil {
 			return nil, c.closedError("receive", fmt.Errorf("nsbroker receive: %w", err))
+		}
+		if from != 0 {
+			return nil, fmt.Errorf("%w: source port id %d", ErrForged, from)
 		}
 		return decodeDatagram(b)
 	}
@@ -386,8 +440,9 @@ func (c *Conn) Stats() (*Stats, error) {
 	return roundTrip[Stats](c, "stats", MsgStats, EncodeStats())
 }
 
-// roundTrip sends one request and reads until its reply, skipping events
-// and late replies to requests whose caller gave up (a read deadline).
+// roundTrip sends one request and reads until its reply, skipping events,
+// late replies to requests whose caller gave up (a read deadline) and
+// datagrams not from the kernel.
 func roundTrip[T any](c *Conn, op string, typ uint16, data []byte) (*T, error) {
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
@@ -398,6 +453,9 @@ func roundTrip[T any](c *Conn, op string, typ uint16, data []byte) (*T, error) {
 	}
 	for {
 		msgs, err := c.Receive()
+		if errors.Is(err, ErrForged) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("nsbroker %s: %w", op, err)
 		}

@@ -35,6 +35,14 @@ var (
 	// errors.Is(err, ErrDropped) is the same test as
 	// errors.Is(err, unix.ENOBUFS).
 	ErrDropped error = unix.ENOBUFS
+
+	// ErrForged is the error with which a receive reports that it dropped
+	// a datagram whose source port id is not the kernel's (0): one that
+	// another socket of the unit sent straight to this one's group, which
+	// netlink allows a process with CAP_NET_ADMIN over the namespace,
+	// bypassing the module. Only the kernel speaks for the module. The
+	// socket stays usable.
+	ErrForged = errors.New("nsbroker: datagram not sent by the kernel")
 )
 
 // Error is a request the module rejected: the errno of its NLMSG_ERROR

@@ -44,16 +44,18 @@ var recvmsgCalls atomic.Uint64
 var errTruncated = errors.New("datagram larger than the receive buffer")
 
 // readDatagram waits until the socket is readable and returns the next
-// datagram, in a buffer of its own padded to the netlink alignment.
-func readDatagram(rc syscall.RawConn) ([]byte, error) {
+// datagram, in a buffer of its own padded to the netlink alignment, and
+// the port id of the socket that sent it (0: the kernel).
+func readDatagram(rc syscall.RawConn) ([]byte, uint32, error) {
 	var out []byte
+	var from uint32
 	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
 		bp := recvBufs.Get().(*[]byte)
 		defer recvBufs.Put(bp)
 		for {
 			recvmsgCalls.Add(1)
-			n, _, flags, _, err := unix.Recvmsg(int(fd), *bp, nil, unix.MSG_DONTWAIT)
+			n, _, flags, sa, err := unix.Recvmsg(int(fd), *bp, nil, unix.MSG_DONTWAIT)
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -64,6 +66,12 @@ func readDatagram(rc syscall.RawConn) ([]byte, error) {
 			case flags&unix.MSG_TRUNC != 0:
 				rerr = errTruncated
 			default:
+				nl, ok := sa.(*unix.SockaddrNetlink)
+				if !ok {
+					rerr = fmt.Errorf("recvmsg: source address %T, want a netlink one", sa)
+					break
+				}
+				from = nl.Pid
 				out = make([]byte, nlmsgAlign(n))
 				copy(out, (*bp)[:n])
 			}
@@ -71,9 +79,20 @@ func readDatagram(rc syscall.RawConn) ([]byte, error) {
 		}
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return out, rerr
+	return out, from, rerr
+}
+
+// DatagramReader hands over each datagram a fake socket receives whole,
+// with the port id of the socket that sent it, as recvmsg does. A Conn
+// made with NewDatagramConn receives through it, so that a fake (such as
+// package brokertest's) is read with the same source check and decoding
+// as a real socket.
+type DatagramReader interface {
+	// ReceiveDatagram blocks for the next datagram and returns it, padded
+	// to the netlink alignment, and its sender's port id (0: the kernel).
+	ReceiveDatagram() (b []byte, from uint32, err error)
 }
 
 // sendDatagram sends one netlink message to the kernel: the header for

@@ -1,7 +1,7 @@
 // Package brokertest provides a fake nsbroker kernel module for tests of
 // the broker and of what is built on it. Its sockets implement
-// netlink.Socket, so code under test talks to it through the real
-// family.Conn encoders and decoders.
+// netlink.Socket and family.DatagramReader, so code under test talks to it through the real
+// family.Conn encoders, decoders and check of each datagram's source.
 package brokertest
 
 import (
@@ -21,9 +21,10 @@ import (
 
 // Kernel plays the nsbroker module for broker tests: one state block
 // per namespace inode, per-group sequence numbers, multicast to the
-// sockets that joined, and knobs to hold replies, drop events and reload.
-// Its sockets are netlink.Socket implementations, so the broker talks to
-// it through the real family.Conn encoders and decoders.
+// sockets that joined, and knobs to hold replies, drop events, reload and
+// let a privileged process forge events. Its sockets implement
+// netlink.Socket and family.DatagramReader, so the broker talks to it
+// through the real family.Conn encoders, decoders and source check.
 type Kernel struct {
 	mu       sync.Mutex
 	loaded   bool
@@ -111,7 +112,7 @@ func (k *Kernel) Dial(ns *nsmgr.Namespace, unit, readBuffer int) (*family.Conn, 
 	if err != nil {
 		return nil, err
 	}
-	return family.NewConn(netlink.NewConn(s, s.port)), nil
+	return family.NewDatagramConn(netlink.NewConn(s, s.port), s), nil
 }
 
 // HoldReplies holds the next n replies in namespace inum and then
@@ -150,6 +151,24 @@ func (k *Kernel) Publish(inum uint32, group uint32, payload []byte) uint64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.lockedMulticast(k.net(inum), group, 0, payload)
+}
+
+// Forge sends an EVENT with seq and payload to the members of group in
+// namespace inum as a process with CAP_NET_ADMIN there may: straight from
+// a socket of its own (port id forger, not 0), bypassing the module, whose
+// numbering it does not change.
+func (k *Kernel) Forge(inum, group, forger uint32, seq uint64, payload []byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := k.net(inum)
+	ev := &family.Event{Group: group, Seq: seq, Payload: payload, NetnsInum: n.inum,
+		SenderPortID: forger, Timestamp: time.Now()}
+	data := mustMarshal(ev)
+	for s := range n.socks {
+		if s.groups[group] {
+			s.lockedDeliverFrom(netlink.Message{Header: netlink.Header{Type: netlink.HeaderType(family.MsgEvent)}, Data: data}, forger)
+		}
+	}
 }
 
 func (k *Kernel) lockedMulticast(n *fakeNet, group, sender uint32, payload []byte) uint64 {
@@ -191,14 +210,24 @@ type fakeSock struct {
 	net     *fakeNet
 	port    uint32
 	groups  [family.Groups + 1]bool
-	queue   []netlink.Message
+	queue   []datagram
 	overrun bool
 	closed  bool
 	wake    chan struct{}
 }
 
-func (s *fakeSock) lockedDeliver(m netlink.Message) {
-	s.queue = append(s.queue, m)
+// datagram is one queued datagram (the module's hold one message each)
+// and the port id of its sender.
+type datagram struct {
+	msg  netlink.Message
+	from uint32
+}
+
+// lockedDeliver queues a datagram from the kernel.
+func (s *fakeSock) lockedDeliver(m netlink.Message) { s.lockedDeliverFrom(m, 0) }
+
+func (s *fakeSock) lockedDeliverFrom(m netlink.Message, from uint32) {
+	s.queue = append(s.queue, datagram{m, from})
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -322,43 +351,59 @@ func errorMessage(req netlink.Message, errno unix.Errno, text string) netlink.Me
 	}
 }
 
+// next blocks for the next datagram, as recvmsg does.
+func (s *fakeSock) next() (datagram, error) {
+	for {
+		s.k.mu.Lock()
+		switch {
+		case s.closed:
+			s.k.mu.Unlock()
+			return datagram{}, errors.New("use of closed socket")
+		case s.overrun:
+			s.overrun = false
+			s.k.mu.Unlock()
+			return datagram{}, os.NewSyscallError("recvmsg", unix.ENOBUFS)
+		case len(s.queue) > 0:
+			d := s.queue[0]
+			s.queue = s.queue[1:]
+			s.k.mu.Unlock()
+			return d, nil
+		}
+		wake := s.wake
+		s.k.mu.Unlock()
+		<-wake
+	}
+}
+
+// ReceiveDatagram is what family.Conn reads: the next datagram, encoded,
+// and its sender's port id.
+func (s *fakeSock) ReceiveDatagram() ([]byte, uint32, error) {
+	d, err := s.next()
+	if err != nil {
+		return nil, 0, err
+	}
+	m := d.msg
+	m.Header.Length = uint32(unix.NLMSG_HDRLEN + (len(m.Data)+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1))
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return nil, 0, err
+	}
+	return b, d.from, nil
+}
+
 // Receive blocks for the next datagram (every fake datagram holds one
 // message, as the module's do).
 func (s *fakeSock) Receive() ([]netlink.Message, error) {
-	var msgs []netlink.Message
-	for m, err := range s.ReceiveIter() {
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, m)
+	d, err := s.next()
+	if err != nil {
+		return nil, err
 	}
-	return msgs, nil
+	return []netlink.Message{d.msg}, nil
 }
 
 func (s *fakeSock) ReceiveIter() iter.Seq2[netlink.Message, error] {
 	return func(yield func(netlink.Message, error) bool) {
-		for {
-			s.k.mu.Lock()
-			switch {
-			case s.closed:
-				s.k.mu.Unlock()
-				yield(netlink.Message{}, errors.New("use of closed socket"))
-				return
-			case s.overrun:
-				s.overrun = false
-				s.k.mu.Unlock()
-				yield(netlink.Message{}, os.NewSyscallError("recvmsg", unix.ENOBUFS))
-				return
-			case len(s.queue) > 0:
-				m := s.queue[0]
-				s.queue = s.queue[1:]
-				s.k.mu.Unlock()
-				yield(m, nil)
-				return
-			}
-			wake := s.wake
-			s.k.mu.Unlock()
-			<-wake
-		}
+		d, err := s.next()
+		yield(d.msg, err)
 	}
 }

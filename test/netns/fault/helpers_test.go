@@ -214,7 +214,13 @@ type tenant struct {
 
 func newTenant(t *testing.T, name string) *tenant {
 	t.Helper()
-	ns, err := nsmgr.Open(nsmgr.Ref{Name: name})
+	return newTenantIn(t, nsmgr.Ref{Name: name})
+}
+
+// newTenantIn is newTenant for a namespace named any way.
+func newTenantIn(t *testing.T, ref nsmgr.Ref) *tenant {
+	t.Helper()
+	ns, err := nsmgr.Open(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
