@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,9 +74,9 @@ func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
 	return path
 }
 
-// issue writes a certificate and key for cn; server certificates are for
-// 127.0.0.1.
-func (p *testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
+// issue writes a certificate and key for cn with the given SAN URIs;
+// server certificates are for 127.0.0.1.
+func (p *testPKI) issue(t *testing.T, cn string, server bool, uris ...string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -94,6 +95,13 @@ func (p *testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
+	for _, s := range uris {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
 	if err != nil {
 		t.Fatal(err)
@@ -102,19 +110,27 @@ func (p *testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.write(t, cn+".pem", "CERTIFICATE", der), p.write(t, cn+"-key.pem", "EC PRIVATE KEY", keyDER)
+	base := fmt.Sprintf("%d", p.serial)
+	return p.write(t, base+".pem", "CERTIFICATE", der), p.write(t, base+"-key.pem", "EC PRIVATE KEY", keyDER)
 }
 
 // dialTLS connects to the TCP listener with the client certificate of cn.
 func (p *testPKI) dialTLS(t *testing.T, addr net.Addr, cn string) *grpc.ClientConn {
 	t.Helper()
-	certFile, keyFile := p.issue(t, cn, false)
+	return p.dial(t, addr, p.ca, cn)
+}
+
+// dial connects to the TCP listener, whose certificate serverCA issued,
+// with a client certificate from p for cn and uris.
+func (p *testPKI) dial(t *testing.T, addr net.Addr, serverCA *x509.Certificate, cn string, uris ...string) *grpc.ClientConn {
+	t.Helper()
+	certFile, keyFile := p.issue(t, cn, false, uris...)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(p.ca)
+	roots.AddCert(serverCA)
 	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: "127.0.0.1"})
 	cc, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(creds))
 	if err != nil {
