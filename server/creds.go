@@ -84,16 +84,29 @@ type transportCreds struct {
 // carry their Identity already and need no handshake. Any other connection
 // (TCP) must complete mutual TLS with tlsConfig, whose ClientCAs verify the
 // client certificate (client certificates are required whatever
-// tlsConfig.ClientAuth says), and the certificate's ClientName must map
-// to a tenant in tenants(); otherwise the handshake fails and the
+// tlsConfig.ClientAuth, or that of the configuration its
+// GetConfigForClient returns, says), and the certificate's ClientName must
+// map to a tenant in tenants(); otherwise the handshake fails and the
 // connection is closed. tenants is called at every handshake, so a
-// reloaded map applies to new connections. A nil tlsConfig refuses every
-// untagged connection.
+// reloaded map applies to new connections; so does a new CA pool that
+// GetConfigForClient returns. A nil tlsConfig refuses every untagged
+// connection.
 func Credentials(tlsConfig *tls.Config, tenants func() TenantMap) credentials.TransportCredentials {
 	c := &transportCreds{tenants: tenants}
 	if tlsConfig != nil {
 		cfg := tlsConfig.Clone()
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		if get := cfg.GetConfigForClient; get != nil {
+			cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+				hc, err := get(hello)
+				if err != nil || hc == nil {
+					return hc, err
+				}
+				hc = hc.Clone()
+				hc.ClientAuth = tls.RequireAndVerifyClientCert
+				return hc, nil
+			}
+		}
 		c.tls = credentials.NewTLS(cfg)
 	}
 	return c

@@ -131,3 +131,24 @@ func TestCredentialsClientName(t *testing.T) {
 		})
 	}
 }
+
+// TestCredentialsRequireClientCertificateFromGetConfigForClient checks
+// that the configuration GetConfigForClient returns also requires a
+// client certificate, whatever its ClientAuth says, and is the one the
+// handshake uses.
+func TestCredentialsRequireClientCertificateFromGetConfigForClient(t *testing.T) {
+	p := newPKI(t)
+	perClient := p.serverTLS()
+	perClient.ClientAuth = tls.NoClientCert
+	cfg := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return perClient, nil }}
+	creds := Credentials(cfg, func() TenantMap { return cnMap{"acme": {"A"}} })
+
+	_, err := handshake(t, p, creds, nil)
+	if want := "client didn't provide a certificate"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("without a client certificate: want the TLS handshake to fail with %q, got %v", want, err)
+	}
+	id, err := handshake(t, p, creds, p.client("acme"))
+	if err != nil || id.Tenant != "acme" {
+		t.Errorf("with acme's certificate: want tenant acme, got %+v, %v", id, err)
+	}
+}
