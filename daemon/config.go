@@ -140,12 +140,17 @@ type Config struct {
 	hangups <-chan os.Signal
 }
 
-// Tenant maps a client certificate to a tenant of the TCP listener.
+// Tenant maps a client certificate to a tenant of the TCP listener, by
+// the certificate's SAN URI or, for a tenant without URI, by its subject
+// common name (see server.ClientName).
 type Tenant struct {
 	// Name names the tenant in logs.
 	Name string `yaml:"name"`
+	// URI is the SAN URI of the tenant's client certificates, such as a
+	// SPIFFE ID; a tenant with a URI has no common name.
+	URI string `yaml:"uri"`
 	// CommonName is the subject common name of the tenant's client
-	// certificate (default: Name).
+	// certificates when it has no URI (default: Name).
 	CommonName string `yaml:"common_name"`
 	// Namespaces are the attach names the tenant may reach.
 	Namespaces []string `yaml:"namespaces"`

@@ -202,8 +202,8 @@ func TestOperationsDocExample(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("example configuration: %v", err)
 	}
-	if len(cfg.Tenants) != 2 || cfg.Tenants[0].commonName() != "acme.example" || cfg.Tenants[1].commonName() != "globex" {
-		t.Errorf("example tenants: want acme (acme.example) and globex (globex), got %+v", cfg.Tenants)
+	if len(cfg.Tenants) != 2 || cfg.Tenants[0].URI != "spiffe://example.org/tenant/acme" || cfg.Tenants[1].commonName() != "globex" {
+		t.Errorf("example tenants: want acme (spiffe://example.org/tenant/acme) and globex (globex), got %+v", cfg.Tenants)
 	}
 }
 

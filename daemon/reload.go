@@ -2,19 +2,21 @@ package daemon
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 )
 
 // reload re-reads the tenants from the configuration file, and the TLS
-// certificate and key, and applies them together or not at all. When
-// the tenants changed, the TCP connections made before are cut: a
-// connection's rights are fixed at its handshake, and its client
-// reconnects under the new map. Other settings of the file take effect
-// at the next start.
+// certificate, key and client CA bundle (from the files named at start),
+// and applies them together or not at all. When the tenants or the client
+// CAs changed, the TCP connections made before are cut: a connection's
+// rights are fixed at its handshake, and its client reconnects under the
+// new map and CAs. Other settings of the file take effect at the next
+// start.
 func (d *daemon) reload() {
 	if err := d.tryReload(); err != nil {
 		d.m.reloads.WithLabelValues("error").Inc()
-		d.log.Error("reload failed; keeping the current tenants", "err", err)
+		d.log.Error("reload failed; keeping the current tenants and TLS files", "err", err)
 	}
 }
 
@@ -31,9 +33,13 @@ func (d *daemon) tryReload() error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	var cert *tls.Certificate
+	var cas *x509.CertPool
 	if d.tls != nil {
 		var err error
 		if cert, err = d.tls.loadCert(); err != nil {
+			return err
+		}
+		if cas, err = d.tls.loadClientCAs(); err != nil {
 			return err
 		}
 	}
@@ -41,15 +47,18 @@ func (d *daemon) tryReload() error {
 	table := newTenantTable(fresh.Tenants)
 	changed := !d.tenants.cur.Load().equal(table)
 	d.tenants.cur.Store(table)
-	if cert != nil {
+	casChanged := false
+	if d.tls != nil {
 		d.tls.cert.Store(cert)
+		casChanged = !d.tls.clientCAs().Equal(cas)
+		d.tls.setClientCAs(cas)
 	}
 	cut := 0
-	if changed {
+	if changed || casChanged {
 		cut = d.tcp.cut()
 	}
 	d.m.reloads.WithLabelValues("ok").Inc()
 	d.log.Info("reloaded", "file", path, "tenants", len(fresh.Tenants), "changed", changed,
-		"certificate", cert != nil, "tcp_connections_cut", cut)
+		"certificate", cert != nil, "client_ca_changed", casChanged, "tcp_connections_cut", cut)
 	return nil
 }

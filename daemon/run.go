@@ -28,7 +28,8 @@ import (
 // Run runs the daemon until ctx is cancelled, then stops gracefully: the
 // server-streaming rpcs end with UNAVAILABLE "server shutting down", the
 // others get up to ShutdownTimeout to finish. SIGHUP reloads the tenants
-// from cfg.ConfigFile. A nil cfg means Defaults. Run returns an error if
+// from cfg.ConfigFile and the TLS certificate, key and client CA files,
+// all or none. A nil cfg means Defaults. Run returns an error if
 // the configuration is invalid, a listener cannot be opened, or serving
 // fails; nil after a clean stop.
 func Run(ctx context.Context, cfg *Config) error {

@@ -1,35 +1,50 @@
 package daemon
 
 import (
-	"crypto/x509"
+	"maps"
 	"slices"
 	"sync/atomic"
 
 	"github.com/nsbroker/nsbroker/server"
 )
 
-// tenantTable maps client certificate common names to tenants. It is
-// immutable; a reload swaps in a new one.
+// tenantTable maps the names of client certificates to tenants: SAN URIs
+// to the tenants configured with a uri, common names to the others. It
+// is immutable; a reload swaps in a new one.
 type tenantTable struct {
-	byCN map[string]Tenant
+	byURI map[string]Tenant
+	byCN  map[string]Tenant
 }
 
+// newTenantTable builds the table of tenants that validateTenants
+// accepted: no URI and no common name is claimed twice.
 func newTenantTable(tenants []Tenant) *tenantTable {
-	t := &tenantTable{byCN: make(map[string]Tenant, len(tenants))}
+	t := &tenantTable{byURI: make(map[string]Tenant), byCN: make(map[string]Tenant)}
 	for _, tn := range tenants {
 		tn.Namespaces = slices.Clone(tn.Namespaces)
-		t.byCN[tn.commonName()] = tn
+		if tn.URI != "" {
+			t.byURI[tn.URI] = tn
+		} else {
+			t.byCN[tn.commonName()] = tn
+		}
 	}
 	return t
 }
 
-// Lookup implements server.TenantMap: the certificate (already verified
-// against the client CA) names its tenant by its subject common name.
-func (t *tenantTable) Lookup(cert *x509.Certificate) (string, []string, bool) {
-	if cert == nil {
-		return "", nil, false
+// Lookup implements server.TenantMap: a certificate (already verified
+// against the client CA) named by a SAN URI maps to the tenant with that
+// uri only, one named by its common name to the tenant with that
+// common_name only. A common name equal to a uri tenant's name or URI
+// matches nothing.
+func (t *tenantTable) Lookup(name server.ClientName) (string, []string, bool) {
+	var tn Tenant
+	var ok bool
+	switch {
+	case name.URI != "":
+		tn, ok = t.byURI[name.URI]
+	case name.CommonName != "":
+		tn, ok = t.byCN[name.CommonName]
 	}
-	tn, ok := t.byCN[cert.Subject.CommonName]
 	if !ok {
 		return "", nil, false
 	}
@@ -38,16 +53,10 @@ func (t *tenantTable) Lookup(cert *x509.Certificate) (string, []string, bool) {
 
 // equal reports whether both tables grant the same rights.
 func (t *tenantTable) equal(o *tenantTable) bool {
-	if len(t.byCN) != len(o.byCN) {
-		return false
+	same := func(a, b Tenant) bool {
+		return a.Name == b.Name && slices.Equal(sorted(a.Namespaces), sorted(b.Namespaces))
 	}
-	for cn, a := range t.byCN {
-		b, ok := o.byCN[cn]
-		if !ok || a.Name != b.Name || !slices.Equal(sorted(a.Namespaces), sorted(b.Namespaces)) {
-			return false
-		}
-	}
-	return true
+	return maps.EqualFunc(t.byURI, o.byURI, same) && maps.EqualFunc(t.byCN, o.byCN, same)
 }
 
 func sorted(s []string) []string {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 
 	"github.com/nsbroker/nsbroker/broker"
@@ -70,6 +71,7 @@ func (c *Config) validateListeners() error {
 func validateTenants(tenants []Tenant) error {
 	names := make(map[string]bool)
 	cns := make(map[string]string)
+	uris := make(map[string]string)
 	for i, t := range tenants {
 		if t.Name == "" {
 			return fmt.Errorf("tenants[%d]: no name", i)
@@ -78,11 +80,24 @@ func validateTenants(tenants []Tenant) error {
 			return fmt.Errorf("tenants: %q listed twice", t.Name)
 		}
 		names[t.Name] = true
-		cn := t.commonName()
-		if other, ok := cns[cn]; ok {
-			return fmt.Errorf("tenants: %q and %q have the same common_name %q", other, t.Name, cn)
+		if t.URI != "" {
+			if t.CommonName != "" {
+				return fmt.Errorf("tenants: %q has both uri and common_name; a tenant is named by one", t.Name)
+			}
+			if err := validateTenantURI(t.URI); err != nil {
+				return fmt.Errorf("tenants: %q: uri: %w", t.Name, err)
+			}
+			if other, ok := uris[t.URI]; ok {
+				return fmt.Errorf("tenants: %q and %q have the same uri %q", other, t.Name, t.URI)
+			}
+			uris[t.URI] = t.Name
+		} else {
+			cn := t.commonName()
+			if other, ok := cns[cn]; ok {
+				return fmt.Errorf("tenants: %q and %q have the same common_name %q", other, t.Name, cn)
+			}
+			cns[cn] = t.Name
 		}
-		cns[cn] = t.Name
 		if len(t.Namespaces) == 0 {
 			return fmt.Errorf("tenants: %q has no namespaces", t.Name)
 		}
@@ -98,11 +113,33 @@ func validateTenants(tenants []Tenant) error {
 	return nil
 }
 
+// commonName is the certificate common name that names t; "" for a
+// tenant named by its URI.
 func (t Tenant) commonName() string {
-	if t.CommonName != "" {
+	switch {
+	case t.URI != "":
+		return ""
+	case t.CommonName != "":
 		return t.CommonName
 	}
 	return t.Name
+}
+
+// validateTenantURI checks that uri is an absolute URI written the way
+// the daemon writes a certificate's SAN URI, which it compares byte for
+// byte.
+func validateTenantURI(uri string) error {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return err
+	}
+	if !u.IsAbs() {
+		return fmt.Errorf("%q is not an absolute URI (scheme:...)", uri)
+	}
+	if canon := u.String(); canon != uri {
+		return fmt.Errorf("%q is not in canonical form; write it as %q", uri, canon)
+	}
+	return nil
 }
 
 func (c *Config) validateLimits() error {

@@ -7,7 +7,8 @@
 //     SO_PEERCRED) are admin and may call every rpc on every namespace;
 //   - TenantListener: a socket opened inside an attached namespace; its
 //     peers are that namespace's tenant and reach that namespace only;
-//   - any other listener (TCP): mutual TLS, and the client certificate
+//   - any other listener (TCP): mutual TLS, and the client certificate's
+//     ClientName (its one SAN URI, else its one subject common name)
 //     names a tenant and its namespaces through a TenantMap.
 //
 // Tenants may not attach or detach (PERMISSION_DENIED). A tenant naming a

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"path/filepath"
 	"sync"
@@ -229,9 +228,9 @@ func (e *env) waitReady() {
 // cnMap maps a certificate's common name to a tenant of that name.
 type cnMap map[string][]string
 
-func (m cnMap) Lookup(cert *x509.Certificate) (string, []string, bool) {
-	ns, ok := m[cert.Subject.CommonName]
-	return cert.Subject.CommonName, ns, ok
+func (m cnMap) Lookup(name ClientName) (string, []string, bool) {
+	ns, ok := m[name.CommonName]
+	return name.CommonName, ns, ok && name.CommonName != ""
 }
 
 // ctx returns a context bounded by waitLimit.

@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 
@@ -15,12 +14,15 @@ import (
 	"github.com/nsbroker/nsbroker/server"
 )
 
-// tenants maps a client certificate's common name to a tenant.
-type tenants map[string][]string
+// tenants maps a client certificate's SAN URI (a SPIFFE ID) to a tenant.
+type tenants map[string]struct {
+	name       string
+	namespaces []string
+}
 
-func (m tenants) Lookup(cert *x509.Certificate) (string, []string, bool) {
-	ns, ok := m[cert.Subject.CommonName]
-	return cert.Subject.CommonName, ns, ok
+func (m tenants) Lookup(cn server.ClientName) (string, []string, bool) {
+	t, ok := m[cn.URI]
+	return t.name, t.namespaces, ok && cn.URI != ""
 }
 
 // One gRPC server for the admin socket, a namespace's local socket and
@@ -38,7 +40,7 @@ func Example() {
 	}
 
 	var tlsConfig *tls.Config // server certificate and ClientCAs
-	acme := tenants{"acme": {"red"}}
+	acme := tenants{"spiffe://example.org/tenant/acme": {"acme", []string{"red"}}}
 	// Each tenant may publish 100 times a second; the other limits are
 	// the defaults.
 	budget := server.NewBudget(&server.Limits{PublishRate: 100}, nil)

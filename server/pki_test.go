@@ -73,11 +73,20 @@ func (p *pki) authority(cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
 
 // issue makes a certificate for cn signed by ca.
 func (p *pki) issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, usage x509.ExtKeyUsage) tls.Certificate {
+	return p.issueEdited(ca, caKey, cn, usage, nil)
+}
+
+// issueEdited makes a certificate for cn signed by ca, its template
+// changed by edit first if edit is not nil.
+func (p *pki) issueEdited(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, usage x509.ExtKeyUsage, edit func(*x509.Certificate)) tls.Certificate {
 	tmpl := p.template(cn)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{usage}
 	if ip := net.ParseIP(cn); ip != nil {
 		tmpl.IPAddresses = []net.IP{ip}
+	}
+	if edit != nil {
+		edit(tmpl)
 	}
 	key := p.key()
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
@@ -90,6 +99,13 @@ func (p *pki) issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, us
 // client returns a client certificate for cn from the trusted authority.
 func (p *pki) client(cn string) *tls.Certificate {
 	c := p.issue(p.ca, p.caKey, cn, x509.ExtKeyUsageClientAuth)
+	return &c
+}
+
+// clientEdited returns a client certificate from the trusted authority
+// whose template edit changed, for subjects and SANs beyond one CN.
+func (p *pki) clientEdited(edit func(*x509.Certificate)) *tls.Certificate {
+	c := p.issueEdited(p.ca, p.caKey, "", x509.ExtKeyUsageClientAuth, edit)
 	return &c
 }
 
