@@ -251,7 +251,6 @@ func (b *Budget) GRPCOptions(creds credentials.TransportCredentials) []grpc.Serv
 		grpc.InitialConnWindowSize(ConnWindow),
 		grpc.ReadBufferSize(ConnBufferSize),
 		grpc.WriteBufferSize(ConnBufferSize),
-		grpc.SharedWriteBuffer(true),
 	}
 }
 
