@@ -37,7 +37,7 @@ VM_BUILD ?= $(CURDIR)/.build/vm
 # Set both to boot another one, e.g. a debug build.
 KERNEL_IMAGE ?=
 KDIR ?=
-QEMU_MEM ?= 1024
+QEMU_MEM ?= 2048
 QEMU_SMP ?= 2
 
 VM_SCRIPT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../test/netns/vm/vmtest.sh)

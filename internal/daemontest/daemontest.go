@@ -50,6 +50,15 @@ type Daemon struct {
 // ends is killed.
 func Start(t *testing.T, timeout time.Duration, args ...string) *Daemon {
 	t.Helper()
+	return StartIn(t, timeout, "", args...)
+}
+
+// StartIn is Start with the process created inside the cgroup v2
+// directory cgroup (clone3 with CLONE_INTO_CGROUP), so that everything it
+// ever allocates is charged there and its limits hold from its first
+// instruction. An empty cgroup is the test's own.
+func StartIn(t *testing.T, timeout time.Duration, cgroup string, args ...string) *Daemon {
+	t.Helper()
 	dir := t.TempDir()
 	notifyPath := filepath.Join(dir, "notify.sock")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
@@ -64,6 +73,14 @@ func Start(t *testing.T, timeout time.Duration, args ...string) *Daemon {
 	}, args...)...)
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	d.cmd.Stdout, d.cmd.Stderr = d.Log, d.Log
+	if cgroup != "" {
+		cg, err := os.Open(cgroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.Close()
+		d.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,13 @@ type daemon struct {
 // waits until it reports READY=1.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return startDaemonIn(t, "", args...)
+}
+
+// startDaemonIn is startDaemon with the daemon created inside the cgroup
+// v2 directory cgroup ("" for the test's own).
+func startDaemonIn(t *testing.T, cgroup string, args ...string) *daemon {
+	t.Helper()
 	testenv.RequireModule(t)
 	for _, name := range []string{"nsbrokerd", "ip"} {
 		if _, err := exec.LookPath(name); err != nil {
@@ -56,7 +63,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	}
 	// Not a log line per rpc: thousands of them would cost as much as
 	// what is measured.
-	dt := daemontest.Start(t, startTimeout, append([]string{"--metrics-listen", "127.0.0.1:0", "--log-level", "info"}, args...)...)
+	dt := daemontest.StartIn(t, startTimeout, cgroup, append([]string{"--metrics-listen", "127.0.0.1:0", "--log-level", "info"}, args...)...)
 	d := &daemon{Daemon: dt, pid: listenerPid(t, dt.Admin), metrics: metricsAddr(t, dt.Log)}
 	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", d.pid)); err != nil || strings.TrimSpace(string(comm)) != "nsbrokerd" {
 		t.Fatalf("process %d behind the admin socket: comm %q, %v; want nsbrokerd", d.pid, comm, err)

@@ -23,7 +23,7 @@ REPO_ROOT=$(cd "$VM_DIR/../../.." && pwd)
 : "${VM_BUILD:=$REPO_ROOT/.build/vm}"
 : "${KERNEL_IMAGE=}"
 : "${KDIR=}"
-: "${QEMU_MEM:=1024}"
+: "${QEMU_MEM:=2048}"
 : "${QEMU_SMP:=2}"
 
 # The module's name; the guest loads it from $GUEST_MODULE.

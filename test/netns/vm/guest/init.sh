@@ -27,6 +27,9 @@ mount_filesystems() {
 	mount -t tmpfs tmpfs /run
 	mount -t tmpfs tmpfs /tmp
 	ln -s /run /var/run
+	# cgroup v2, where tests hold the daemon to the deployment's memory
+	# limit.
+	mount -t cgroup2 cgroup2 /sys/fs/cgroup
 	# Only for kmemleak on debug kernels; harmless elsewhere.
 	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 	# kmemleak's periodic scan holds its lock while it walks all memory,
