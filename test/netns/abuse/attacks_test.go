@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	nsbrokerd "github.com/nsbroker/nsbroker/daemon"
 	"github.com/nsbroker/nsbroker/internal/daemontest"
 	"github.com/nsbroker/nsbroker/internal/testenv"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -38,11 +39,10 @@ import (
 // memory limit of the DaemonSet and of the systemd unit.
 const deploymentMemory = 512 << 20
 
-// memoryBound is the resident set the daemon must stay under, whatever a
-// tenant does. For now a fixed headroom under deploymentMemory; it is to
-// come from the daemon's computed budget (every per-tenant bound filled at
-// once, plus the admin's reserve).
-func memoryBound() int64 { return 448 << 20 }
+// memoryBound is what the daemon can hold with every default limit filled
+// at once (nsbrokerd --print-memory-budget): its RSS must stay below it
+// under every attack.
+func memoryBound() int64 { return nsbrokerd.MemoryBound(nil) }
 
 const (
 	nobody = 65534 // the attacker's uid and gid
