@@ -69,13 +69,17 @@ type Config struct {
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
 	// The tenant budgets (docs/operations.md adds the defaults up). Each
 	// total keeps a reserve for the admin; the admin has no per-tenant
-	// bound. MaxConnections bounds the open connections, MaxStreams the
-	// open rpcs of every kind, MaxQueuedBytes the bytes queued for
+	// bound. MaxConnections bounds the open connections, MaxRequests the
+	// rpcs whose request is being read and the unary ones until answered,
+	// MaxStreams the open streaming rpcs, MaxQueuedBytes the bytes queued for
 	// Subscribe streams, MaxPendingHandshakes the TLS handshakes in
 	// progress (in all and per client address).
 	MaxConnections           int   `yaml:"max_connections"`
 	MaxConnectionsPerTenant  int   `yaml:"max_connections_per_tenant"`
 	AdminConnections         int   `yaml:"admin_connections"`
+	MaxRequests              int   `yaml:"max_requests"`
+	MaxRequestsPerTenant     int   `yaml:"max_requests_per_tenant"`
+	AdminRequests            int   `yaml:"admin_requests"`
 	MaxStreams               int   `yaml:"max_streams"`
 	MaxStreamsPerTenant      int   `yaml:"max_streams_per_tenant"`
 	AdminStreams             int   `yaml:"admin_streams"`
@@ -177,6 +181,9 @@ func Defaults() *Config {
 		MaxConnections:           server.DefaultLimits.MaxConnections,
 		MaxConnectionsPerTenant:  server.DefaultLimits.MaxConnectionsPerTenant,
 		AdminConnections:         server.DefaultLimits.AdminConnections,
+		MaxRequests:              server.DefaultLimits.MaxRequests,
+		MaxRequestsPerTenant:     server.DefaultLimits.MaxRequestsPerTenant,
+		AdminRequests:            server.DefaultLimits.AdminRequests,
 		MaxStreams:               server.DefaultLimits.MaxStreams,
 		MaxStreamsPerTenant:      server.DefaultLimits.MaxStreamsPerTenant,
 		AdminStreams:             server.DefaultLimits.AdminStreams,
@@ -241,6 +248,9 @@ func (c *Config) limits() *server.Limits {
 		MaxConnections:              c.MaxConnections,
 		MaxConnectionsPerTenant:     c.MaxConnectionsPerTenant,
 		AdminConnections:            c.AdminConnections,
+		MaxRequests:                 c.MaxRequests,
+		MaxRequestsPerTenant:        c.MaxRequestsPerTenant,
+		AdminRequests:               c.AdminRequests,
 		MaxStreams:                  c.MaxStreams,
 		MaxStreamsPerTenant:         c.MaxStreamsPerTenant,
 		AdminStreams:                c.AdminStreams,

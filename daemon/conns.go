@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"syscall"
@@ -91,6 +92,16 @@ type trackingListener struct {
 	net.Listener
 	conns  *connSet
 	maxAge time.Duration
+}
+
+// SyscallConn is the listening socket's, so that what wraps the listener
+// can set its options.
+func (l *trackingListener) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := l.Listener.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("%T has no socket", l.Listener)
+	}
+	return sc.SyscallConn()
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {

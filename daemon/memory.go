@@ -62,7 +62,8 @@ func (c *Config) memoryBudget() []memoryItem {
 		{"base (runtime, gRPC, metrics)", 1, baseMemory},
 		{"attached namespaces (sized for)", sizedNamespaces, namespaceMemory},
 		{"connections (max_connections)", int64(c.MaxConnections), connectionMemory},
-		{"open rpcs (max_streams)", int64(c.MaxStreams), c.streamMemory()},
+		{"rpcs being read or answered (max_requests)", int64(c.MaxRequests), c.streamMemory()},
+		{"open streaming rpcs (max_streams)", int64(c.MaxStreams), c.streamMemory()},
 		{"queued events (max_queued_bytes)", 1, c.MaxQueuedBytes},
 		{"admin watchers' backlog (admin_streams)", int64(c.AdminStreams), watchQueueLen * watchEventMemory},
 	}

@@ -28,8 +28,14 @@ type Limits struct {
 	// MaxConnections bounds the open connections of everyone;
 	// AdminConnections of them are the admin's alone.
 	MaxConnections, MaxConnectionsPerTenant, AdminConnections int
-	// MaxStreams bounds the open rpcs of every kind (unary calls in
-	// flight, Subscribe, WatchNamespaces, health Watch, PublishStream).
+	// MaxRequests bounds the rpcs whose request is being read, and
+	// unary rpcs until they are answered: every rpc is a request first.
+	MaxRequests, MaxRequestsPerTenant, AdminRequests int
+	// MaxStreams bounds the open streaming rpcs (Subscribe,
+	// WatchNamespaces, health Watch, PublishStream), which a tenant holds
+	// for as long as it likes. A separate pool from the requests', so
+	// that tenants holding every stream they may do not keep the others
+	// from their unary rpcs.
 	MaxStreams, MaxStreamsPerTenant, AdminStreams int
 	// MaxQueuedBytes bounds the bytes queued for Subscribe streams,
 	// payload and per-event overhead.
@@ -54,6 +60,9 @@ var DefaultLimits = Limits{
 	MaxConnections:              512,
 	MaxConnectionsPerTenant:     64,
 	AdminConnections:            32,
+	MaxRequests:                 256,
+	MaxRequestsPerTenant:        32,
+	AdminRequests:               16,
 	MaxStreams:                  512,
 	MaxStreamsPerTenant:         64,
 	AdminStreams:                32,
@@ -78,6 +87,9 @@ func (l *Limits) withDefaults() Limits {
 		{&c.MaxConnections, &d.MaxConnections},
 		{&c.MaxConnectionsPerTenant, &d.MaxConnectionsPerTenant},
 		{&c.AdminConnections, &d.AdminConnections},
+		{&c.MaxRequests, &d.MaxRequests},
+		{&c.MaxRequestsPerTenant, &d.MaxRequestsPerTenant},
+		{&c.AdminRequests, &d.AdminRequests},
 		{&c.MaxStreams, &d.MaxStreams},
 		{&c.MaxStreamsPerTenant, &d.MaxStreamsPerTenant},
 		{&c.AdminStreams, &d.AdminStreams},
@@ -119,6 +131,9 @@ func (l *Limits) Validate() error {
 	if c.AdminConnections >= c.MaxConnections {
 		return fmt.Errorf("admin_connections (%d) must be less than max_connections (%d)", c.AdminConnections, c.MaxConnections)
 	}
+	if c.AdminRequests >= c.MaxRequests {
+		return fmt.Errorf("admin_requests (%d) must be less than max_requests (%d)", c.AdminRequests, c.MaxRequests)
+	}
 	if c.AdminStreams >= c.MaxStreams {
 		return fmt.Errorf("admin_streams (%d) must be less than max_streams (%d)", c.AdminStreams, c.MaxStreams)
 	}
@@ -133,6 +148,8 @@ func (l *Limits) Validate() error {
 const (
 	limitConnections          = "max_connections"
 	limitConnectionsPerTenant = "max_connections_per_tenant"
+	limitRequests             = "max_requests"
+	limitRequestsPerTenant    = "max_requests_per_tenant"
 	limitStreams              = "max_streams"
 	limitStreamsPerTenant     = "max_streams_per_tenant"
 	limitHandshakes           = "max_pending_handshakes"
@@ -173,8 +190,9 @@ type Refusal struct {
 }
 
 // Budget enforces Limits. It bounds connections through the transport
-// credentials it wraps (Credentials), every rpc through a tap on new
-// streams (Tap), publishes and queued bytes in the handlers. Every refusal
+// credentials it wraps, every rpc through a tap on new streams and the
+// streaming ones through an interceptor (GRPCOptions), publishes and
+// queued bytes in the handlers. Every refusal
 // is RESOURCE_EXHAUSTED with a message that names the limit, and is
 // reported to the refusal hook.
 type Budget struct {
@@ -182,11 +200,12 @@ type Budget struct {
 	refused func(Refusal) // nil: not reported
 
 	conns      *slots
+	requests   *slots
 	streams    *slots
 	handshakes *slots
 
-	publish  *rateLimits
-	requests *rateLimits
+	publishRate *rateLimits
+	requestRate *rateLimits
 
 	queuedAll     *broker.ByteBudget // everyone's queued bytes
 	queuedTenants *broker.ByteBudget // the tenants' share of queuedAll
@@ -212,10 +231,11 @@ func NewBudget(l *Limits, refused func(Refusal)) *Budget {
 		limits:        c,
 		refused:       refused,
 		conns:         newSlots("connections", limitConnections, limitConnectionsPerTenant, c.MaxConnections, c.MaxConnectionsPerTenant, c.AdminConnections),
+		requests:      newSlots("requests", limitRequests, limitRequestsPerTenant, c.MaxRequests, c.MaxRequestsPerTenant, c.AdminRequests),
 		streams:       newSlots("streams", limitStreams, limitStreamsPerTenant, c.MaxStreams, c.MaxStreamsPerTenant, c.AdminStreams),
 		handshakes:    newSlots("pending handshakes", limitHandshakes, limitHandshakesPerAddr, c.MaxPendingHandshakes, c.MaxPendingHandshakesPerAddr, 0),
-		publish:       newRateLimits(limitPublishRate, "publish", c.PublishRate, c.PublishBurst),
-		requests:      newRateLimits(limitRequestRate, "request", c.RequestRate, c.RequestBurst),
+		publishRate:   newRateLimits(limitPublishRate, "publish", c.PublishRate, c.PublishBurst),
+		requestRate:   newRateLimits(limitRequestRate, "request", c.RequestRate, c.RequestBurst),
 		queuedAll:     all,
 		queuedTenants: broker.NewByteBudget(c.MaxQueuedBytes-c.AdminQueuedBytes, all),
 		queued:        make(map[tenantKey]*tenantQueue),
@@ -242,6 +262,7 @@ func (b *Budget) GRPCOptions(creds credentials.TransportCredentials) []grpc.Serv
 	return []grpc.ServerOption{
 		grpc.Creds(&budgetCreds{TransportCredentials: creds, b: b}),
 		grpc.InTapHandle(b.tap),
+		grpc.ChainStreamInterceptor(b.streamSlot),
 		// gRPC C-core's and Java's default; grpc-go's own is 16 MiB, and
 		// every header of a list is an allocation of its own.
 		grpc.MaxHeaderListSize(MaxHeaderListSize),
@@ -270,10 +291,10 @@ const (
 	StreamWriteQuota = 64 << 10
 )
 
-// tap runs when a stream opens, before its request is read: it refuses
+// tap runs when an rpc opens, before its request is read: it refuses
 // the rpcs of a connection that is over its limit, bounds every tenant's
-// request rate and open rpcs, and holds a stream slot until the stream
-// ends.
+// request rate, and holds a request slot until the rpc ends or, for a
+// streaming rpc, until it has a stream slot (streamSlot).
 func (b *Budget) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
 	id, ok := IdentityFromContext(ctx)
 	if !ok {
@@ -282,21 +303,46 @@ func (b *Budget) tap(ctx context.Context, _ *tap.Info) (context.Context, error) 
 	if r := refusalFromContext(ctx); r != nil {
 		return ctx, status.Error(codes.ResourceExhausted, r.msg)
 	}
-	if err := b.requests.allow(id); err != nil {
+	if err := b.requestRate.allow(id); err != nil {
 		return ctx, b.refuse(id, err)
 	}
-	release, err := b.streams.acquire(tenantLabel(id), id.key())
+	release, err := b.requests.acquire(tenantLabel(id), id.key())
 	if err != nil {
 		return ctx, b.refuse(id, err)
 	}
-	// The stream's context ends when the stream does, whichever way.
-	context.AfterFunc(ctx, release)
-	return ctx, nil
+	// The rpc's context ends when the rpc does, whichever way.
+	stop := context.AfterFunc(ctx, release)
+	return context.WithValue(ctx, requestSlotKey{}, &requestSlot{release: release, stop: stop}), nil
+}
+
+// requestSlot is the request slot an rpc holds, in its context.
+type requestSlot struct {
+	release func()      // gives the slot back (once)
+	stop    func() bool // stops the release at the rpc's end
+}
+
+type requestSlotKey struct{}
+
+// streamSlot trades a streaming rpc's request slot for a stream slot,
+// which it holds until it ends.
+func (b *Budget) streamSlot(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx := ss.Context()
+	id, _ := IdentityFromContext(ctx)
+	release, err := b.streams.acquire(tenantLabel(id), id.key())
+	if err != nil {
+		return b.refuse(id, err)
+	}
+	defer release()
+	if rs, ok := ctx.Value(requestSlotKey{}).(*requestSlot); ok {
+		rs.stop()
+		rs.release()
+	}
+	return handler(srv, ss)
 }
 
 // allowPublish takes one publish from the tenant's rate.
 func (b *Budget) allowPublish(id Identity) error {
-	if err := b.publish.allow(id); err != nil {
+	if err := b.publishRate.allow(id); err != nil {
 		return b.refuse(id, err)
 	}
 	return nil
@@ -411,8 +457,9 @@ type budgetCreds struct {
 const refusalGrace = time.Second
 
 // maxRefusing bounds the connections kept open for refusalGrace; past it
-// a connection over its limit is closed at once.
-const maxRefusing = 64
+// a connection over its limit is closed at once. Each costs a transport,
+// so few: the first ones tell a client that loops why it is refused.
+const maxRefusing = 16
 
 func (c *budgetCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	if _, tagged := raw.(*taggedConn); !tagged {

@@ -196,7 +196,10 @@ func TestIntegrationTenantMapReload(t *testing.T) {
 }
 
 func TestIntegrationStreamLimits(t *testing.T) {
-	e := newEnv(t, &Config{Budget: NewBudget(&Limits{MaxStreamsPerTenant: 2, MaxStreams: 4, AdminStreams: 1}, nil)})
+	// One request slot per tenant: a streaming rpc gives its back once
+	// it holds a stream slot, or the second Subscribe could not start.
+	e := newEnv(t, &Config{Budget: NewBudget(&Limits{MaxStreamsPerTenant: 2, MaxStreams: 4, AdminStreams: 1,
+		MaxRequestsPerTenant: 1, MaxRequests: 3, AdminRequests: 1}, nil)})
 	ctx := testContext(t)
 	subscribe := func(c nsbrokerv1.BrokerClient, ns string) (context.CancelFunc, error) {
 		sctx, cancel := context.WithCancel(ctx)
@@ -228,9 +231,11 @@ func TestIntegrationStreamLimits(t *testing.T) {
 	// Tenants hold 3 of 4; the last is the admin's reserve.
 	_, err = subscribe(tenantB, "")
 	wantStatus(t, "fourth subscription in all, by a tenant", err, codes.ResourceExhausted, "tenants hold 3, all the server's limit of 4 (max_streams) leaves them")
-	// A unary rpc is a stream too.
-	_, err = tenantB.Echo(ctx, &nsbrokerv1.EchoRequest{})
-	wantStatus(t, "an Echo while tenants hold all theirs", err, codes.ResourceExhausted, "max_streams")
+	// Unary rpcs have a pool of their own: tenants holding every stream
+	// they may do not keep one from its Echo.
+	if _, err := tenantB.Echo(ctx, &nsbrokerv1.EchoRequest{}); err != nil {
+		t.Fatalf("an Echo while tenants hold all their streams: %v", err)
+	}
 	adminCancel, err := subscribe(admin, e.names["A"])
 	if err != nil {
 		t.Fatalf("the admin's subscription in its reserve: %v", err)
@@ -252,6 +257,50 @@ func TestIntegrationStreamLimits(t *testing.T) {
 			t.Fatalf("subscription of tenant A after cancelling one: %v", err)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestIntegrationRequestLimits: rpcs whose request is still being read,
+// and unary rpcs until answered, count against max_requests per tenant;
+// other tenants and the admin are not held up.
+func TestIntegrationRequestLimits(t *testing.T) {
+	e := newEnv(t, &Config{Budget: NewBudget(&Limits{MaxRequestsPerTenant: 1, MaxRequests: 3, AdminRequests: 1}, nil)})
+	ctx := testContext(t)
+	// An Echo of tenant A held by the fake kernel, in flight: retried
+	// while the polling below holds the tenant's one slot.
+	e.k.HoldReplies(e.inode("A"), 1000)
+	held, cancelHeld := context.WithCancel(ctx)
+	defer cancelHeld()
+	tenantA := e.localClient("A")
+	go func() {
+		for held.Err() == nil {
+			if _, err := tenantA.Echo(held, &nsbrokerv1.EchoRequest{}); status.Code(err) != codes.ResourceExhausted {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(waitLimit)
+	var err error
+	for time.Now().Before(deadline) {
+		_, err = tenantA.Stats(ctx, &nsbrokerv1.StatsRequest{})
+		if status.Code(err) == codes.ResourceExhausted {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wantStatus(t, "an rpc of tenant A with one in flight", err, codes.ResourceExhausted, "too many requests: the tenant of namespace")
+	wantStatus(t, "an rpc of tenant A with one in flight", err, codes.ResourceExhausted, "holds 1, its limit (max_requests_per_tenant)")
+	// Every rpc is a request first: a Subscribe too.
+	sub, err := tenantA.Subscribe(ctx, &nsbrokerv1.SubscribeRequest{Groups: []uint32{1}})
+	if err == nil {
+		_, err = sub.Recv()
+	}
+	wantStatus(t, "tenant A's Subscribe with its one request in flight", err, codes.ResourceExhausted, "(max_requests_per_tenant)")
+	if _, err := e.localClient("B").Stats(ctx, &nsbrokerv1.StatsRequest{}); err != nil {
+		t.Fatalf("tenant B's rpc: %v", err)
+	}
+	if _, err := e.adminClient().Stats(ctx, &nsbrokerv1.StatsRequest{Namespace: e.names["A"]}); err != nil {
+		t.Fatalf("the admin's rpc: %v", err)
 	}
 }
 

@@ -99,9 +99,23 @@ type tenantListener struct {
 // the name stays attached to the namespace the connection lives in. A
 // connection whose namespace cannot be read (SIOCGSKNS, which needs
 // CAP_NET_ADMIN) is closed.
+//
+// The socket's backlog is cut to TenantBacklog: connections the daemon has
+// not accepted yet wait there, and a tenant that connects faster than the
+// daemon turns it away is refused by the kernel (EAGAIN) instead of
+// queueing work for the daemon.
 func TenantListener(l net.Listener, namespace string) net.Listener {
+	if sc, ok := l.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			// listen(2) again on a listening socket sets its backlog.
+			rc.Control(func(fd uintptr) { unix.Listen(int(fd), TenantBacklog) })
+		}
+	}
 	return &tenantListener{Listener: l, namespace: namespace}
 }
+
+// TenantBacklog is the backlog of a tenant's listening socket.
+const TenantBacklog = 64
 
 // Accept returns the next connection, tagged with the tenant's Identity.
 func (l *tenantListener) Accept() (net.Conn, error) {

@@ -210,3 +210,39 @@ func TestAdminListenerNeedsUnixSocket(t *testing.T) {
 		t.Fatalf("Accept returned %v for a TCP connection, want none", c.RemoteAddr())
 	}
 }
+
+// TestTenantListenerBacklog: a tenant's listening socket queues at most
+// TenantBacklog connections the daemon has not accepted; the kernel
+// refuses the rest.
+func TestTenantListenerBacklog(t *testing.T) {
+	addr := fmt.Sprintf("@nsb-backlog-test-%d", os.Getpid())
+	l, err := net.Listen("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	TenantListener(l, "x") // nothing accepts
+	var queued int
+	for range 4 * TenantBacklog {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: addr})
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		queued++
+	}
+	// The kernel admits one more than the backlog.
+	if queued > TenantBacklog+1 {
+		t.Fatalf("connections queued: got %d, want at most %d", queued, TenantBacklog+1)
+	}
+	if queued < TenantBacklog {
+		t.Fatalf("connections queued: got %d, want at least %d", queued, TenantBacklog)
+	}
+}
