@@ -197,12 +197,20 @@ func runAttack(t *testing.T, spec attackSpec) {
 			rss.add(hwm)
 		}
 	}
+	// Idle again once the attackers are gone: the host's own load drifts
+	// during a run, so idle is bracketed, before and after.
+	var after []float64
+	if alive {
+		time.Sleep(2 * time.Second)
+		after, _ = echo(context.Background(), other, echoSamples)
+	}
 	oom := cgroupEvent(t, cg, "oom_kill")
 	peak := rss.peak()
-	idleP50, attackP50 := median(idle), median(attacked)
+	idleP50, attackP50 := max(median(idle), median(after)), median(attacked)
 	adminMax := adm.maxDuring()
 	t.Logf("attack %s: peak RSS %d MiB, other tenant echo p50 idle %.0f µs / under attack %.0f µs, admin attach+detach %d ms, oom_kill %d",
 		spec.name, peak>>10, idleP50, attackP50, adminMax.Milliseconds(), oom)
+	t.Logf("attack %s: other tenant echo p50 idle before %.0f µs, after %.0f µs", spec.name, median(idle), median(after))
 	t.Logf("attack %s: established in %v; admin attach+detach before the attack: %d, median %v; during: %d, max %v",
 		spec.name, readyIn.Round(time.Millisecond), len(adm.before), medianDuration(adm.before), len(adm.during), adminMax)
 
@@ -219,7 +227,7 @@ func runAttack(t *testing.T, spec attackSpec) {
 		t.Errorf("other tenant's echo under attack: %d of %d failed, first: %v; want none", len(attackErrs), echoSamples, attackErrs[0])
 	}
 	if attackP50 > 2*idleP50 {
-		t.Errorf("other tenant's echo p50 under attack: got %.0f µs, want at most 2 × %.0f µs (idle)", attackP50, idleP50)
+		t.Errorf("other tenant's echo p50 under attack: got %.0f µs, want at most 2 × %.0f µs (idle, the larger of before and after)", attackP50, idleP50)
 	}
 	for _, err := range adm.errs() {
 		t.Errorf("admin attach+detach: %v; want it to succeed within %v", err, adminDeadline)
