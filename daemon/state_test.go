@@ -183,9 +183,9 @@ func TestIntegrationStateRestart(t *testing.T) {
 }
 
 // TestIntegrationStateReplaced: a recorded namespace whose name now names
-// another namespace, a pid that is now another process, and a process
-// that exited are dropped with a log line saying why, and the file
-// forgets them; the unchanged one is restored.
+// another namespace, a pid that is now another process, a process that
+// exited and an entry of another boot are dropped with a log line saying
+// why, and the file forgets them; the unchanged one is restored.
 func TestIntegrationStateReplaced(t *testing.T) {
 	testenv.RequireRoot(t)
 	stateFile := filepath.Join(t.TempDir(), "attachments.json")
@@ -231,8 +231,12 @@ func TestIntegrationStateReplaced(t *testing.T) {
 	exited.Ref = fmt.Sprintf("pid:%d", exiting.Process.Pid)
 	exiting.Process.Kill()
 	exiting.Wait()
+	// An entry of another boot, for a namespace that is still there.
+	otherBoot := entries[keptName]
+	otherBoot.Name = "other-boot"
+	otherBoot.Boot = "00000000-0000-0000-0000-000000000000"
 	writeLines(t, stateFile, entryLine(t, entries[keptName]), entryLine(t, entries[replacedName]),
-		entryLine(t, other), entryLine(t, exited))
+		entryLine(t, other), entryLine(t, exited), entryLine(t, otherBoot))
 
 	d2 := startDaemon(t, func(c *Config) { c.StateFile = stateFile })
 	want := []string{fmt.Sprintf("%s %d", keptName, kept.Inode())}
@@ -249,13 +253,14 @@ func TestIntegrationStateReplaced(t *testing.T) {
 		replacedName: "names another namespace now (device:inode",
 		"pid-reused": fmt.Sprintf("process %d is another process", sleeper.Process.Pid),
 		"pid-exited": fmt.Sprintf("process %d is gone", exiting.Process.Pid),
+		"other-boot": "recorded in another boot",
 	} {
 		if !strings.Contains(reasons[name], want) {
 			t.Errorf("%s: dropped with reason %q, want one with %q", name, reasons[name], want)
 		}
 	}
-	if len(reasons) != 3 {
-		t.Errorf("dropped %d entries (%v), want 3", len(reasons), reasons)
+	if len(reasons) != 4 {
+		t.Errorf("dropped %d entries (%v), want 4", len(reasons), reasons)
 	}
 	// The file no longer holds what was dropped.
 	got := readEntries(t, stateFile)
