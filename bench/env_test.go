@@ -57,6 +57,7 @@ func newEnv(t *testing.T) *env {
 	cfg.AdminSocket = e.admin
 	cfg.LocalSocket = localSocket
 	cfg.Attach = []string{e.name}
+	cfg.StateFile = ""
 	cfg.MaxStreams = 1 << 16
 	cfg.MaxStreamsPerTenant = 1 << 16
 	// The bench measures the paths, not the tenants' rate limits.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"sync"
 
 	"github.com/nsbroker/nsbroker/nsmgr"
@@ -143,22 +141,16 @@ type dirWatch struct {
 	refs int
 }
 
-var procNetns = regexp.MustCompile(`^/proc/([0-9]+)/(task/[0-9]+/)?ns/net$`)
-
 // lifetimeSource says how the broker learns that a namespace is gone:
 // through the exit of a process, or the removal of a file in a directory.
 func lifetimeSource(ref nsmgr.Ref) (pid int, dir, file string) {
-	switch {
-	case ref.PID != 0:
-		return ref.PID, "", ""
-	case ref.Name != "":
+	if pid := ref.Process(); pid != 0 {
+		return pid, "", ""
+	}
+	if ref.Name != "" {
 		return 0, nsmgr.NetnsDir, ref.Name
 	}
 	path := filepath.Clean(ref.Path)
-	if m := procNetns.FindStringSubmatch(path); m != nil {
-		pid, _ := strconv.Atoi(m[1])
-		return pid, "", ""
-	}
 	return 0, filepath.Dir(path), filepath.Base(path)
 }
 

@@ -30,6 +30,11 @@ func attachListed(ctx context.Context, b *broker.Broker, log *slog.Logger, refs 
 			return // stopping
 		}
 		ref, _ := nsmgr.ParseRef(s)
+		// Restored from the state file already, under its own name.
+		if in, err := b.Get(broker.DefaultName(ref)); err == nil && in.Ref == ref {
+			log.Debug("namespace attached already", "namespace", in.Name)
+			continue
+		}
 		attach(ctx, b, log, ref, false)
 	}
 }

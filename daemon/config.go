@@ -56,6 +56,10 @@ type Config struct {
 	Discover bool `yaml:"discover"`
 	// DiscoverDirs are the directories Discover watches.
 	DiscoverDirs []string `yaml:"discover_dir"`
+	// StateFile records every attachment, so that a restarted daemon
+	// attaches again those whose namespace is provably the same; ""
+	// turns it off.
+	StateFile string `yaml:"state_file"`
 
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `yaml:"log_level"`
@@ -173,6 +177,7 @@ func Defaults() *Config {
 		AdminSocket:              "/run/nsbroker/nsbroker.sock",
 		LocalSocket:              "@nsbroker",
 		DiscoverDirs:             []string{nsmgr.NetnsDir},
+		StateFile:                DefaultStateFile,
 		LogLevel:                 "info",
 		LogFormat:                "text",
 		ShutdownTimeout:          10 * time.Second,

@@ -53,6 +53,7 @@ func newFlagSet(cfg *Config, opts *options, out io.Writer) *flag.FlagSet {
 	fs.Var(&listFlag{list: &cfg.Attach}, "attach", "attach the namespace `ref` (NAME, name:NAME, path:PATH or pid:PID) at start-up (repeatable)")
 	fs.BoolVar(&cfg.Discover, "discover", cfg.Discover, "attach every namespace in the discover directories and follow them")
 	fs.Var(&listFlag{list: &cfg.DiscoverDirs}, "discover-dir", "`directory` watched by --discover (repeatable)")
+	fs.StringVar(&cfg.StateFile, "state-file", cfg.StateFile, "record the attachments in this `file` and attach them again at start-up ('' turns it off)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long the graceful stop may take (`duration`); open rpcs are cut after it")

@@ -104,7 +104,8 @@ func TestIntegrationMainSignals(t *testing.T) {
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "nsbroker.sock")
 	config := writeFile(t, "nsbrokerd.yaml", "tenants: [{name: acme, namespaces: [red]}]\n")
-	c := startMain(t, "--config", config, "--admin-socket", socket, "--no-local-socket", "--log-format", "json")
+	c := startMain(t, "--config", config, "--admin-socket", socket, "--state-file", filepath.Join(dir, "attachments.json"),
+		"--no-local-socket", "--log-format", "json")
 	serving := c.waitLine("nsbrokerd serving")
 	if serving["admin"] != socket {
 		t.Errorf("serving on %v, want %s", serving["admin"], socket)

@@ -71,6 +71,7 @@ type daemon struct {
 	serveErr    chan error     // a serve loop that failed
 	metricsHTTP *http.Server   // nil without metrics
 	local       *localSockets  // nil without local sockets
+	state       *stateFile     // nil without a state file
 }
 
 func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
@@ -83,6 +84,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	}
 	d.b = broker.New(cfg.brokerConfig())
 	defer d.b.Close()
+	d.state = newStateFile(cfg.StateFile, d.b, d.log)
 	d.m = newMetrics(d.b)
 	d.health = newHealthServer()
 	stopping, beginStop := context.WithCancel(context.Background())
@@ -103,6 +105,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	}()
 	attachCtx, stopAttaching := context.WithCancel(ctx)
 	defer stopAttaching()
+	d.state.restore(attachCtx) // first: under the names the clients know
 	attachListed(attachCtx, d.b, d.log, cfg.Attach)
 	var disc *discoverer
 	if cfg.Discover {
@@ -110,6 +113,8 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 			err = fmt.Errorf("discover: %w", err)
 		}
 	}
+	d.state.record(attachCtx)
+	defer d.state.stopRecording()
 	// Served only now: a client reconnecting after a restart finds the
 	// namespaces it had, not NOT_FOUND. Until then, connections wait in
 	// the listeners' backlogs.
@@ -135,6 +140,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	if disc != nil {
 		disc.stop()
 	}
+	d.state.stopRecording()
 	stopFollowing()
 	<-followed
 	beginStop()
@@ -245,7 +251,7 @@ func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
 	budget := server.NewBudget(cfg.limits(), d.m.refused)
 	srv := server.New(d.b, &server.Config{Budget: budget})
 	opts := append(budget.GRPCOptions(server.Credentials(d.tlsConfig(), d.tenants.current)),
-		grpc.ChainUnaryInterceptor(obs.unary),
+		grpc.ChainUnaryInterceptor(obs.unary, d.state.unary),
 		grpc.ChainStreamInterceptor(obs.stream, st.stream),
 		// A peer that connects and says nothing must not hold the
 		// connection (or a graceful stop) for gRPC's default 120 s.

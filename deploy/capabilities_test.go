@@ -68,7 +68,7 @@ func startConfined(t *testing.T, caps []string) string {
 	}
 	socket := filepath.Join(dir, "nsbroker.sock")
 	cmd := exec.Command(setpriv, "--bounding-set", bounding, "--inh-caps", "-all", "--no-new-privs", "--",
-		self, "--admin-socket", socket, "--log-level", "debug")
+		self, "--admin-socket", socket, "--state-file", filepath.Join(dir, "attachments.json"), "--log-level", "debug")
 	cmd.Env = append(os.Environ(), daemonEnv+"=1", "NOTIFY_SOCKET="+notifyPath, "GORACE=atexit_sleep_ms=0")
 	log := &daemontest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 
 	"github.com/nsbroker/nsbroker/attacher"
+	"github.com/nsbroker/nsbroker/daemon"
 )
 
 // decodeStrict decodes a manifest as the API server does with
@@ -92,8 +94,16 @@ func TestDaemonSet(t *testing.T) {
 	if !spec.HostPID {
 		t.Error("hostPID is false: /proc/PID/ns/net of the node's processes would be out of reach")
 	}
-	if spec.HostNetwork {
-		t.Error("hostNetwork is true: the daemon needs no network of the node's")
+	// The node's CNI chain includes nsbroker-cni, whose ADD fails while no
+	// daemon runs: a pod network for the daemon itself would wait for the
+	// daemon for ever after a node reboot.
+	if !spec.HostNetwork {
+		t.Error("hostNetwork is false: the daemon's own sandbox would need a CNI ADD, which needs the daemon running")
+	}
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+		if len(c.Ports) > 0 {
+			t.Errorf("%s declares ports %v: on the node's network they would be the node's", c.Name, c.Ports)
+		}
 	}
 	volumes := map[string]*corev1.HostPathVolumeSource{}
 	for _, v := range spec.Volumes {
@@ -140,6 +150,15 @@ func TestDaemonSet(t *testing.T) {
 	socketDir := "/run/nsbroker"
 	if hp, _ := mounted(d, socketDir); hp != socketDir {
 		t.Errorf("nsbrokerd: %s is the node's %q, want the same directory, where the node's CNI plugin looks", socketDir, hp)
+	}
+	// The state file outlives the pod (a restart, an update) on the node.
+	for _, a := range d.Args {
+		if strings.HasPrefix(a, "--state-file") {
+			t.Errorf("nsbrokerd argument %q: want the default state file, on the hostPath %s", a, socketDir)
+		}
+	}
+	if dir := filepath.Dir(daemon.DefaultStateFile); dir != socketDir {
+		t.Errorf("the default state file %s is not in %s, the hostPath", daemon.DefaultStateFile, socketDir)
 	}
 	hp, m := mounted(d, "/run/netns")
 	if hp != "/run/netns" || m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationHostToContainer {

@@ -42,6 +42,7 @@ func startDaemon(t *testing.T, withModule bool) HostConfig {
 	cfg := daemon.Defaults()
 	cfg.AdminSocket = filepath.Join(t.TempDir(), "run", "nsbroker.sock")
 	cfg.LocalSocket = fmt.Sprintf("@nsb-isolation-test-%d", os.Getpid())
+	cfg.StateFile = ""
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if !withModule {

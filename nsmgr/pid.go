@@ -1,10 +1,13 @@
 package nsmgr
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -78,4 +81,39 @@ func pollIn(fd int) bool {
 		}
 		return err == nil && n > 0 && p[0].Revents&(unix.POLLIN|unix.POLLHUP) != 0
 	}
+}
+
+// ProcessStart returns when process pid started, in clock ticks after
+// boot (field 22 of /proc/PID/stat). A pid the kernel gives to a new
+// process has another start time, so a pid and its start time name one
+// process for as long as the machine runs. It fails if the process does
+// not exist (matching fs.ErrNotExist).
+func ProcessStart(pid int) (uint64, error) {
+	name := Ref{PID: pid}.String()
+	fail := func(err error) (uint64, error) {
+		return 0, &Error{Op: "process start", Namespace: name, Err: err}
+	}
+	if pid <= 0 {
+		return fail(fmt.Errorf("%w: pid %d", ErrInvalidRef, pid))
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return fail(err)
+	}
+	// The command (field 2) is in parentheses and may hold anything, ")"
+	// and spaces included: the fields after it start after the last ")".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return fail(errors.New("malformed /proc/PID/stat"))
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	const startField = 22 - 3 // fields[0] is field 3, the state
+	if len(fields) <= startField {
+		return fail(errors.New("malformed /proc/PID/stat: too few fields"))
+	}
+	start, err := strconv.ParseUint(fields[startField], 10, 64)
+	if err != nil {
+		return fail(fmt.Errorf("malformed /proc/PID/stat: start time: %w", err))
+	}
+	return start, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -86,5 +87,79 @@ func TestWatchPIDCancel(t *testing.T) {
 	case <-exited:
 		t.Error("channel closed after cancel, want it left open")
 	default:
+	}
+}
+
+func TestProcessStart(t *testing.T) {
+	a := startSleeper(t, nil)
+	startA, err := ProcessStart(a.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ProcessStart(a.Process.Pid)
+	if err != nil || again != startA {
+		t.Fatalf("ProcessStart(%d) twice: %d then %d (%v)", a.Process.Pid, startA, again, err)
+	}
+	self, err := ProcessStart(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self > startA {
+		t.Errorf("the test process started at %d, after its child at %d", self, startA)
+	}
+	time.Sleep(30 * time.Millisecond) // more than a tick (at most 10 ms)
+	b := startSleeper(t, nil)
+	startB, err := ProcessStart(b.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if startB <= startA {
+		t.Errorf("a process started 30 ms later has start time %d, want above %d", startB, startA)
+	}
+
+	a.Process.Kill()
+	a.Wait()
+	if _, err := ProcessStart(a.Process.Pid); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ProcessStart of a reaped process: %v, want fs.ErrNotExist", err)
+	}
+}
+
+// A command name may hold ")" and spaces; the start time is still found.
+func TestProcessStartOddName(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip(err)
+	}
+	data, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	odd := filepath.Join(t.TempDir(), "x) 1 2 (y")
+	if err := os.WriteFile(odd, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(odd, "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	got, err := ProcessStart(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := ProcessStart(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Misparsed, a field before the start time (a pid, a flag word)
+	// would come out instead; the start time is between the test's own
+	// and now.
+	var info unix.Sysinfo_t
+	if err := unix.Sysinfo(&info); err != nil {
+		t.Fatal(err)
+	}
+	const hz = 100 // USER_HZ on Linux
+	if got < self || got > uint64(info.Uptime+1)*hz {
+		t.Errorf("start time %d of %q, want between the test's %d and uptime %d s × %d", got, odd, self, info.Uptime, hz)
 	}
 }

@@ -3,6 +3,7 @@ package nsmgr
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -158,4 +159,25 @@ func refIn(dir, name string) Ref {
 		return Ref{Name: name}
 	}
 	return Ref{Path: filepath.Join(dir, name)}
+}
+
+var procNetns = regexp.MustCompile(`^/proc/([0-9]+)/(task/[0-9]+/)?ns/net$`)
+
+// Process returns the process whose network namespace r names, whose exit
+// ends the reference: r.PID, or N for a path /proc/N/ns/net or
+// /proc/N/task/T/ns/net. It returns 0 for a reference that outlives any
+// process (a name, a bind mount).
+func (r Ref) Process() int {
+	if r.PID != 0 {
+		return r.PID
+	}
+	if r.Path == "" {
+		return 0
+	}
+	if m := procNetns.FindStringSubmatch(filepath.Clean(r.Path)); m != nil {
+		if pid, err := strconv.Atoi(m[1]); err == nil {
+			return pid
+		}
+	}
+	return 0
 }

@@ -126,3 +126,23 @@ func TestErrorFormat(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
+
+func TestRefProcess(t *testing.T) {
+	for _, tt := range []struct {
+		ref  Ref
+		want int
+	}{
+		{Ref{PID: 42}, 42},
+		{Ref{Path: "/proc/42/ns/net"}, 42},
+		{Ref{Path: "/proc/42/task/43/ns/net"}, 42},
+		{Ref{Path: "/proc//42/ns/net/"}, 42},
+		{Ref{Path: "/proc/self/ns/net"}, 0},
+		{Ref{Path: "/proc/42/ns/mnt"}, 0},
+		{Ref{Path: "/run/netns/42"}, 0},
+		{Ref{Name: "42"}, 0},
+	} {
+		if got := tt.ref.Process(); got != tt.want {
+			t.Errorf("%v.Process() = %d, want %d", tt.ref, got, tt.want)
+		}
+	}
+}

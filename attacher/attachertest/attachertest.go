@@ -47,6 +47,7 @@ func Start(t testing.TB) *Daemon {
 	cfg := daemon.Defaults()
 	cfg.AdminSocket = filepath.Join(t.TempDir(), "nsbroker.sock")
 	cfg.LocalSocket = ""
+	cfg.StateFile = ""
 	cfg.ShutdownTimeout = Timeout / 2
 	cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleLoaded: k.Loaded, Dial: k.Dial,
 		RetryInterval: 10 * time.Millisecond}

@@ -70,6 +70,9 @@ func StartIn(t *testing.T, timeout time.Duration, cgroup string, args ...string)
 	d := &Daemon{Admin: filepath.Join(dir, "run", "nsbroker.sock"), Log: &SyncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command("nsbrokerd", append([]string{
 		"--admin-socket", d.Admin, "--log-format", "json", "--log-level", "debug",
+		// Each daemon its own state file, unless args name one: a test
+		// that restarts the daemon passes the same file to both.
+		"--state-file", filepath.Join(dir, "run", "attachments.json"),
 	}, args...)...)
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	d.cmd.Stdout, d.cmd.Stderr = d.Log, d.Log

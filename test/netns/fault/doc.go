@@ -6,6 +6,10 @@
 //     afterwards reach them, the namespaces are attached again, and once
 //     the test deletes its namespaces the module's live-instance count is
 //     back where it started (nothing leaked);
+//   - namespaces attached only through the API, by name and by pid,
+//     survive SIGKILL right after the attach: the daemon started again
+//     with the same state file serves them under the same names, from its
+//     first request, each from its own namespace;
 //   - `ip netns del` of an attached namespace under publish load: its
 //     subscriptions end with a status naming the namespace gone within 2 s,
 //     while subscribers elsewhere receive every event;
