@@ -78,18 +78,32 @@ func TestIntegrationMetrics(t *testing.T) {
 	d := startDaemon(t, func(c *Config) {
 		c.Attach = []string{name}
 		c.MetricsListen = "127.0.0.1:0"
+		c.RequestRate, c.RequestBurst = 0.001, 1
 	})
 	cc := dialUnix(t, d.cfg.AdminSocket)
 	waitServing(t, cc, name)
 	admin := nsbrokerv1.NewBrokerClient(cc)
 	ctx := ctxTimeout(t)
 
+	// The tenant's second rpc is refused by its request rate, and counted.
+	tcc, err := dialInNamespace(ns, "@nsbroker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcc.Close()
+	tenant := nsbrokerv1.NewBrokerClient(tcc)
+	if _, err := tenant.Stats(ctx, &nsbrokerv1.StatsRequest{}); err != nil {
+		t.Fatalf("the tenant's first rpc: %v", err)
+	}
+	_, err = tenant.Stats(ctx, &nsbrokerv1.StatsRequest{})
+	wantCode(t, "the tenant's second rpc, past its request rate", err, codes.ResourceExhausted)
+
 	for range 3 {
 		if _, err := admin.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: name, Payload: []byte("m")}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := admin.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: "no-such-namespace", Payload: []byte("m")})
+	_, err = admin.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: "no-such-namespace", Payload: []byte("m")})
 	wantCode(t, "Echo to an unknown namespace", err, codes.NotFound)
 
 	sub, err := admin.Subscribe(ctx, &nsbrokerv1.SubscribeRequest{Namespace: name, Groups: []uint32{5}})
@@ -135,6 +149,7 @@ func TestIntegrationMetrics(t *testing.T) {
 		{"nsbroker_netlink_overruns_total", map[string]string{"namespace": name}, 1},
 		{"nsbroker_forged_datagrams_total", map[string]string{"namespace": name}, 1},
 		{"nsbroker_local_sockets", map[string]string{}, 1},
+		{"nsbroker_limit_refusals_total", map[string]string{"tenant": "namespace:" + name, "limit": "request_rate"}, 1},
 	} {
 		m, ok := sample(mfs, c.name, c.labels)
 		if !ok {
