@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,18 @@ type Config struct {
 	// RetryInterval is how often unavailable namespaces are re-dialed
 	// (default 250 ms).
 	RetryInterval time.Duration
+	// RetainEvents and RetainBytes bound the retention ring of each group
+	// of each namespace: the latest events, replayed to subscribers that
+	// resume (NewSubscriptionAt). Bytes count payload plus a fixed
+	// overhead per event. Defaults 1024 events and 256 KiB; a negative
+	// value turns retention off. A group stays joined, and retained,
+	// after its last subscriber leaves, until its namespace is detached.
+	RetainEvents int
+	RetainBytes  int
+	// RetainTotalBytes bounds what the rings of all namespaces and groups
+	// hold together (default 32 MiB). A ring that finds it full gives up
+	// its own oldest events for its new ones.
+	RetainTotalBytes int64
 	// Dial opens a connection in a namespace (default: a netlink socket).
 	Dial DialFunc
 	// ModuleLoaded reports whether the module is loaded. Recovery after
@@ -71,6 +84,15 @@ func (c *Config) withDefaults() Config {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 250 * time.Millisecond
 	}
+	if cfg.RetainEvents == 0 {
+		cfg.RetainEvents = DefaultRetainEvents
+	}
+	if cfg.RetainBytes == 0 {
+		cfg.RetainBytes = DefaultRetainBytes
+	}
+	if cfg.RetainTotalBytes == 0 {
+		cfg.RetainTotalBytes = DefaultRetainTotalBytes
+	}
 	if cfg.Dial == nil {
 		cfg.Dial = dialFamily
 	}
@@ -86,6 +108,19 @@ func (c *Config) withDefaults() Config {
 		cfg.readUnit = readUnit
 	}
 	return cfg
+}
+
+// The retention defaults (Config.RetainEvents, RetainBytes,
+// RetainTotalBytes).
+const (
+	DefaultRetainEvents     = 1024
+	DefaultRetainBytes      = 256 << 10
+	DefaultRetainTotalBytes = 32 << 20
+)
+
+// retaining reports whether events are retained for resuming subscribers.
+func (c *Config) retaining() bool {
+	return c.RetainEvents > 0 && c.RetainBytes > 0 && c.RetainTotalBytes > 0
 }
 
 const moduleDir = "/sys/module/nsbroker"
@@ -168,6 +203,12 @@ type Broker struct {
 	// thousands of connected ones at every tick.
 	unavailable atomic.Int64
 
+	// retainBudget bounds the retention rings together
+	// (Config.RetainTotalBytes); retainRefused counts the events it had
+	// no room for.
+	retainBudget  *ByteBudget
+	retainRefused atomic.Uint64
+
 	// unit is the module's unit read at the last dial, 0 when it must be
 	// read again.
 	unitMu sync.Mutex
@@ -185,6 +226,7 @@ func New(cfg *Config) *Broker {
 		watchers:   make(map[*nsWatcher]struct{}),
 		dirWatches: make(map[string]*dirWatch),
 	}
+	b.retainBudget = NewByteBudget(b.cfg.RetainTotalBytes, nil)
 	b.wg.Add(1)
 	go b.recover()
 	return b
@@ -493,8 +535,24 @@ func (b *Broker) Subscribe(ctx context.Context, name string, groups []uint32) (<
 // events are charged to budget besides the subscription's own bounds
 // (Config.QueueLen, Config.QueueBytes); nil means no budget.
 func (b *Broker) NewSubscription(ctx context.Context, name string, groups []uint32, budget *ByteBudget) (*Subscription, error) {
+	return b.NewSubscriptionAt(ctx, name, groups, budget, nil)
+}
+
+// NewSubscriptionAt is NewSubscription for a subscriber that resumes: for
+// each group with a resume point, it first receives what it missed since
+// that point — the events the namespace's ring still retains, and a gap
+// with the exact range and reason (LossNotRetained, LossDaemonRestarted,
+// LossModuleReloaded, or the loss that happened at the time) for the rest
+// — and then live events, with no number twice and none skipped. Replayed
+// events are charged to budget and bounded like live ones. A resume point
+// must name one of groups, once; one beyond the number the module has
+// reached is refused as invalid.
+func (b *Broker) NewSubscriptionAt(ctx context.Context, name string, groups []uint32, budget *ByteBudget, from []ResumePoint) (*Subscription, error) {
 	groups, err := normalizeGroups(groups)
 	if err != nil {
+		return nil, opError("subscribe", name, err)
+	}
+	if err := checkResumePoints(groups, from); err != nil {
 		return nil, opError("subscribe", name, err)
 	}
 	c, err := b.lookup(name)
@@ -502,10 +560,26 @@ func (b *Broker) NewSubscription(ctx context.Context, name string, groups []uint
 		return nil, opError("subscribe", name, err)
 	}
 	s := newSubscriber(ctx, name, groups, b.cfg.QueueLen, b.cfg.QueueBytes, budget)
-	if err := c.subscribe(s, groups); err != nil {
+	if err := c.subscribe(ctx, s, groups, from); err != nil {
 		return nil, opError("subscribe", name, err)
 	}
 	return &Subscription{s: s, done: func() { c.unsubscribe(s, groups) }}, nil
+}
+
+// checkResumePoints requires every resume point to name a subscribed
+// group, at most once.
+func checkResumePoints(groups []uint32, from []ResumePoint) error {
+	var seen [family.Groups + 1]bool
+	for _, p := range from {
+		if p.Group == 0 || p.Group > family.Groups || !slices.Contains(groups, p.Group) {
+			return fmt.Errorf("%w: resume point for group %d, which is not subscribed", ErrInvalid, p.Group)
+		}
+		if seen[p.Group] {
+			return fmt.Errorf("%w: two resume points for group %d", ErrInvalid, p.Group)
+		}
+		seen[p.Group] = true
+	}
+	return nil
 }
 
 func normalizeGroups(groups []uint32) ([]uint32, error) {

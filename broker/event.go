@@ -47,6 +47,14 @@ const (
 	// LossModuleReloaded: the module was reloaded; its sequence numbers
 	// restarted at 1 and the events before the first one received are gone.
 	LossModuleReloaded
+	// LossNotRetained: a resuming subscriber missed events the broker
+	// received but no longer retains (Config.RetainEvents, RetainBytes,
+	// RetainTotalBytes).
+	LossNotRetained
+	// LossDaemonRestarted: a resuming subscriber missed events numbered
+	// before this broker listened to the group: the daemon restarted (or
+	// nobody had subscribed to the group since it started).
+	LossDaemonRestarted
 )
 
 func (r LossReason) String() string {
@@ -59,6 +67,10 @@ func (r LossReason) String() string {
 		return "released"
 	case LossModuleReloaded:
 		return "module-reloaded"
+	case LossNotRetained:
+		return "not-retained"
+	case LossDaemonRestarted:
+		return "daemon-restarted"
 	}
 	return fmt.Sprintf("LossReason(%d)", int(r))
 }
@@ -70,6 +82,8 @@ type Gap struct {
 	From   uint64 // first missing sequence number
 	To     uint64 // last missing; 0 when unknown (the stream was cut, see Reason)
 	Reason LossReason
+	// Instance is the module instance the numbers belong to (0: unknown).
+	Instance uint64
 }
 
 // Count is the number of missing events, or 0 when To is unknown.
@@ -94,6 +108,10 @@ type Event struct {
 	// Epoch counts the broker's connections to this namespace; it changes
 	// when the broker re-dials, for instance after a module reload.
 	Epoch uint64
+	// Instance is the module's instance id for the namespace
+	// (family.Stats.InstanceID) that numbered Message: with Message.Seq it
+	// is a resume point (ResumePoint).
+	Instance uint64
 	// Message is set for KindMessage: the event as the kernel sent it.
 	Message family.Event
 	// Gap is set for KindGap.

@@ -180,7 +180,7 @@ func TestPendingGapsEnterQueueWithTheirEvent(t *testing.T) {
 		t.Fatalf("drained %d items, want 2 messages, %d gaps, 1 message", len(got), len(want))
 	}
 	for i, g := range want {
-		if ev := got[2+i]; ev.Kind != KindGap || ev.Gap != g {
+		if ev := got[2+i]; ev.Kind != KindGap || ev.Gap.Group != g.Group || ev.Gap.From != g.From || ev.Gap.To != g.To || ev.Gap.Reason != g.Reason {
 			t.Fatalf("item %d = %v %+v, want gap %+v", 2+i, ev.Kind, ev.Gap, g)
 		}
 	}

@@ -28,6 +28,31 @@ type groupState struct {
 	// cause is why the next discontinuity happened, when the broker knows
 	// (0 means: an overrun the kernel did not tell us about).
 	cause LossReason
+	// linger keeps the group joined, and its events retained, after its
+	// last subscriber left, so that one resuming later finds them.
+	linger bool
+	// base: numbers up to it were multicast before this broker listened
+	// to the group (of the current module instance). from: the ring
+	// accounts for every number from it to lastSeq (0: not yet known).
+	base, from uint64
+	// tail is why the numbers after the last retained event up to
+	// lastSeq are missing, when a GROUPS reply closed a loss (0: none).
+	tail LossReason
+	ring retainRing
+	// joins counts the times the broker joined the group: a GROUPS reply
+	// tells where a group starts only if it was asked for after the
+	// last join.
+	joins uint64
+}
+
+// joined reports whether the broker's socket is a member of the group.
+func (gs *groupState) joined() bool { return gs.refs > 0 || gs.linger }
+
+// lockedKnow makes the group's numbering known from lastSeq on: this
+// broker has seen nothing up to it.
+func (gs *groupState) lockedKnow(lastSeq uint64) {
+	gs.lastSeq, gs.known, gs.cause, gs.tail = lastSeq, true, 0, 0
+	gs.base, gs.from = lastSeq, lastSeq+1
 }
 
 // nsConn is the broker's presence in one attached namespace: the namespace
@@ -58,8 +83,11 @@ type nsConn struct {
 	reason   error        // why conn is nil
 	closed   error        // non-nil once detached: the reason
 	pending  map[uint32]chan reply
-	groups   [family.Groups + 1]groupState
-	subs     map[*subscriber]struct{}
+	// hooks are requests whose reply the reader hands over itself, with
+	// mu held, in its place among the events (GROUPS replies).
+	hooks  map[uint32]func(family.Message)
+	groups [family.Groups + 1]groupState
+	subs   map[*subscriber]struct{}
 	// down says whether this namespace counts in Broker.unavailable.
 	down bool
 }
@@ -73,6 +101,7 @@ func newNSConn(b *Broker, name string, ns *nsmgr.Namespace) *nsConn {
 		ns:       ns,
 		attached: time.Now(),
 		pending:  make(map[uint32]chan reply),
+		hooks:    make(map[uint32]func(family.Message)),
 		subs:     make(map[*subscriber]struct{}),
 		reason:   errors.New("not connected yet"),
 		down:     true,
@@ -140,6 +169,11 @@ func (c *nsConn) dial() error {
 	if err == nil {
 		err = c.finishDial(conn, st.InstanceID)
 	}
+	if err == nil {
+		// Where each joined group stands: closes what was lost while
+		// there was no connection, and sets where unknown groups start.
+		c.queryGroups(conn, nil)
+	}
 	if err != nil {
 		c.mu.Lock()
 		if c.dialing == conn {
@@ -166,12 +200,18 @@ func (c *nsConn) finishDial(conn *family.Conn, instance uint64) error {
 	reloaded := c.instance != 0 && c.instance != instance
 	for g := uint32(1); g <= family.Groups; g++ {
 		gs := &c.groups[g]
-		if gs.refs == 0 {
+		if reloaded {
+			// The old instance's numbers mean nothing any more.
+			gs.ring.clear(c.b.retainBudget)
+			gs.base, gs.from, gs.tail = 0, 1, 0
+		}
+		if !gs.joined() {
 			continue
 		}
 		if err := conn.JoinGroup(g); err != nil {
 			return fmt.Errorf("join group %d: %w", g, err)
 		}
+		gs.joins++
 		if reloaded && gs.known {
 			// The new instance counts from 1 again.
 			gs.lastSeq, gs.cause = 0, LossModuleReloaded
@@ -204,10 +244,10 @@ func (c *nsConn) disconnect(conn *family.Conn, why error) {
 	c.lockedFailPending(fmt.Errorf("%w: %v", ErrUnavailable, why))
 	for g := uint32(1); g <= family.Groups; g++ {
 		gs := &c.groups[g]
-		if gs.refs > 0 && gs.known {
+		if gs.joined() && gs.known {
 			for s := range c.subs {
 				if s.wants(g) {
-					s.pushGap(Gap{Group: g, From: gs.lastSeq + 1, Reason: LossReleased})
+					s.pushGap(Gap{Group: g, From: gs.lastSeq + 1, Reason: LossReleased, Instance: c.instance})
 				}
 			}
 			gs.cause = LossReleased
@@ -223,6 +263,10 @@ func (c *nsConn) lockedFailPending(err error) {
 	for seq, ch := range c.pending {
 		ch <- reply{err: err}
 		delete(c.pending, seq)
+	}
+	for seq, h := range c.hooks {
+		delete(c.hooks, seq)
+		h(family.Message{Seq: seq, Err: err})
 	}
 }
 
@@ -242,6 +286,9 @@ func (c *nsConn) close(why error) {
 		s.finish(why)
 	}
 	c.subs = nil
+	for g := range c.groups {
+		c.groups[g].ring.clear(c.b.retainBudget)
+	}
 	c.mu.Unlock()
 
 	if c.stopWatch != nil {
@@ -264,7 +311,7 @@ func (c *nsConn) read(conn *family.Conn) {
 		msgs, err := conn.Receive()
 		if err != nil {
 			if errors.Is(err, unix.ENOBUFS) {
-				c.overrun()
+				c.overrun(conn)
 				continue
 			}
 			if errors.Is(err, family.ErrForged) {
@@ -291,6 +338,12 @@ func (c *nsConn) read(conn *family.Conn) {
 
 func (c *nsConn) complete(m family.Message) {
 	c.mu.Lock()
+	if h, ok := c.hooks[m.Seq]; ok {
+		delete(c.hooks, m.Seq)
+		h(m)
+		c.mu.Unlock()
+		return
+	}
 	ch, ok := c.pending[m.Seq]
 	delete(c.pending, m.Seq)
 	c.mu.Unlock()
@@ -306,21 +359,35 @@ func (c *nsConn) complete(m family.Message) {
 // arrive right after the error, so whatever the requests pending now have
 // not received within replyLossGrace was lost: they fail with an error
 // matching unix.ENOBUFS (the request may still have taken effect).
-func (c *nsConn) overrun() {
+//
+// It then asks the module where every group stands: the reply arrives
+// after every event it counts, so the loss is reported with its exact
+// range at once, not when the group's next event comes (a lost reply is
+// one more overrun, which asks again).
+func (c *nsConn) overrun(conn *family.Conn) {
 	c.overruns.Add(1)
+	c.lockedOverrun()
+	c.queryGroups(conn, nil)
+}
+
+func (c *nsConn) lockedOverrun() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for g := range c.groups {
-		if c.groups[g].refs > 0 && c.groups[g].cause == 0 {
+		if c.groups[g].joined() && c.groups[g].cause == 0 {
 			c.groups[g].cause = LossKernelOverrun
 		}
 	}
-	if len(c.pending) == 0 {
+	if len(c.pending) == 0 && len(c.hooks) == 0 {
 		return
 	}
 	suspects := make(map[uint32]chan reply, len(c.pending))
 	for seq, ch := range c.pending {
 		suspects[seq] = ch
+	}
+	hooks := make(map[uint32]bool, len(c.hooks))
+	for seq := range c.hooks {
+		hooks[seq] = true
 	}
 	time.AfterFunc(replyLossGrace, func() {
 		c.mu.Lock()
@@ -331,7 +398,89 @@ func (c *nsConn) overrun() {
 				ch <- reply{err: ErrReplyLost}
 			}
 		}
+		for seq := range hooks {
+			if h, ok := c.hooks[seq]; ok {
+				delete(c.hooks, seq)
+				h(family.Message{Seq: seq, Err: ErrReplyLost})
+			}
+		}
 	})
+}
+
+// queryGroups sends a GROUPS request on conn. Its reply is applied by the
+// reader in its place among the events (lockedApplyGroups), and then
+// handed to then, if set, with mu still held; then also gets a failed
+// request (Message.Err set). It reports whether the request was sent.
+func (c *nsConn) queryGroups(conn *family.Conn, then func(family.Message)) bool {
+	seq := c.nextSeq()
+	c.mu.Lock()
+	if c.closed != nil || c.conn != conn || conn == nil {
+		c.mu.Unlock()
+		return false
+	}
+	var joins [family.Groups + 1]uint64
+	for g := range c.groups {
+		joins[g] = c.groups[g].joins
+		if !c.groups[g].joined() {
+			joins[g] = 0 // the reply may predate the join
+		}
+	}
+	c.hooks[seq] = func(m family.Message) {
+		if r, ok := m.Reply.(*family.GroupSeqs); ok && m.Err == nil {
+			c.lockedApplyGroups(conn, r, &joins)
+		}
+		if then != nil {
+			then(m)
+		}
+	}
+	c.mu.Unlock()
+	if err := conn.SendSeq(seq, family.MsgGroups, family.EncodeGroups()); err != nil {
+		c.mu.Lock()
+		if h, ok := c.hooks[seq]; ok {
+			delete(c.hooks, seq)
+			h(family.Message{Seq: seq, Err: err})
+		}
+		c.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// lockedApplyGroups takes in where the module says each group stands.
+// Every event up to those numbers has been dispatched or lost by now, so
+// a joined group whose last number is behind lost the difference: it is
+// reported to its subscribers at once. A group not known yet starts
+// there, if it was joined (joins[g], as gs.joins at the request) before
+// the request was sent.
+func (c *nsConn) lockedApplyGroups(conn *family.Conn, r *family.GroupSeqs, joins *[family.Groups + 1]uint64) {
+	if c.conn != conn || r.InstanceID != c.instance {
+		return
+	}
+	for g := uint32(1); g <= family.Groups; g++ {
+		gs := &c.groups[g]
+		seq := r.Seq[g]
+		switch {
+		case !gs.joined():
+		case !gs.known:
+			if joins[g] != 0 && joins[g] == gs.joins {
+				gs.lockedKnow(seq)
+			}
+		case seq > gs.lastSeq:
+			gap := Gap{Group: g, From: gs.lastSeq + 1, To: seq, Reason: gs.cause, Instance: c.instance}
+			if gap.Reason == 0 {
+				gap.Reason = LossKernelOverrun
+			}
+			if gap.Reason == LossKernelOverrun {
+				c.overrunLost.Add(gap.Count())
+			}
+			for s := range c.subs {
+				if s.wants(g) {
+					s.pushGap(gap)
+				}
+			}
+			gs.lastSeq, gs.cause, gs.tail = seq, 0, gap.Reason
+		}
+	}
 }
 
 // replyLossGrace is how long a request pending at an overrun may still
@@ -350,11 +499,15 @@ func (c *nsConn) dispatch(conn *family.Conn, ev *family.Event) {
 	}
 	gs := &c.groups[ev.Group]
 	var gap *Gap
-	if gs.known && ev.Seq != gs.lastSeq+1 {
-		g := Gap{Group: ev.Group, From: gs.lastSeq + 1, To: ev.Seq - 1, Reason: gs.cause}
+	if !gs.known {
+		gs.lockedKnow(ev.Seq - 1)
+	} else if ev.Seq != gs.lastSeq+1 {
+		g := Gap{Group: ev.Group, From: gs.lastSeq + 1, To: ev.Seq - 1, Reason: gs.cause, Instance: c.instance}
 		if ev.Seq <= gs.lastSeq {
 			// The numbers went back without a reload we saw.
-			g = Gap{Group: ev.Group, From: 1, To: ev.Seq - 1, Reason: LossModuleReloaded}
+			g = Gap{Group: ev.Group, From: 1, To: ev.Seq - 1, Reason: LossModuleReloaded, Instance: c.instance}
+			gs.ring.clear(c.b.retainBudget)
+			gs.base, gs.from = 0, 1
 		}
 		if g.Reason == 0 {
 			g.Reason = LossKernelOverrun
@@ -366,9 +519,14 @@ func (c *nsConn) dispatch(conn *family.Conn, ev *family.Event) {
 			}
 		}
 	}
-	gs.lastSeq, gs.known, gs.cause = ev.Seq, true, 0
+	lostBefore := gs.tail
+	if gap != nil {
+		lostBefore = gap.Reason
+	}
+	gs.lastSeq, gs.known, gs.cause, gs.tail = ev.Seq, true, 0, 0
+	c.lockedRetain(gs, ev, c.epoch, lostBefore)
 
-	out := Event{Kind: KindMessage, Namespace: c.name, Epoch: c.epoch, Message: *ev, shared: &shared{}}
+	out := Event{Kind: KindMessage, Namespace: c.name, Epoch: c.epoch, Instance: c.instance, Message: *ev, shared: &shared{}}
 	for s := range c.subs {
 		if !s.wants(ev.Group) {
 			continue
@@ -462,49 +620,134 @@ func (c *nsConn) stats(ctx context.Context, conn *family.Conn) (*family.Stats, e
 }
 
 // subscribe registers s and joins the groups it is the first to want.
-func (c *nsConn) subscribe(s *subscriber, groups []uint32) error {
+// With resume points, s is registered only once what it missed has been
+// queued for it (lockedResume): after a GROUPS reply, so that the ranges
+// are exact, or at once without a connection.
+func (c *nsConn) subscribe(ctx context.Context, s *subscriber, groups []uint32, points []ResumePoint) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed != nil {
+		c.mu.Unlock()
 		return fmt.Errorf("%w: %w", ErrDetached, c.closed)
 	}
+	newGroup := false
 	var joined []uint32
 	for _, g := range groups {
 		gs := &c.groups[g]
-		if gs.refs == 0 && c.conn != nil {
+		if !gs.joined() && c.conn != nil {
 			if err := c.conn.JoinGroup(g); err != nil {
 				for _, j := range joined {
 					c.conn.LeaveGroup(j)
 					c.groups[j].refs--
 				}
+				c.mu.Unlock()
 				return fmt.Errorf("join group %d: %w", g, err)
 			}
 			joined = append(joined, g)
 			gs.known, gs.cause = false, 0
+			gs.joins++
+			newGroup = true
 		}
 		gs.refs++
 	}
-	c.subs[s] = struct{}{}
-	return nil
+	conn := c.conn
+	if len(points) == 0 || conn == nil {
+		var err error
+		if len(points) > 0 {
+			err = c.lockedResume(s, points, false)
+		}
+		if err == nil {
+			c.subs[s] = struct{}{}
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.release(groups)
+			return err
+		}
+		if newGroup {
+			// Learn where the new groups start.
+			c.queryGroups(conn, nil)
+		}
+		return nil
+	}
+	c.mu.Unlock()
+
+	done := make(chan error, 1)
+	resolved := false // guarded by mu
+	resolve := func(m family.Message) {
+		if resolved {
+			return
+		}
+		resolved = true
+		_, ok := m.Reply.(*family.GroupSeqs)
+		authoritative := ok && m.Err == nil && c.conn == conn
+		err := c.lockedResume(s, points, authoritative)
+		if err == nil && c.closed != nil {
+			err = fmt.Errorf("%w: %w", ErrDetached, c.closed)
+		}
+		if err == nil {
+			c.subs[s] = struct{}{}
+		}
+		done <- err
+	}
+	if !c.queryGroups(conn, resolve) {
+		c.mu.Lock()
+		resolve(family.Message{Err: ErrUnavailable})
+		c.mu.Unlock()
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			c.release(groups)
+		}
+		return err
+	case <-ctx.Done():
+		c.mu.Lock()
+		was := resolved
+		resolved = true
+		c.mu.Unlock()
+		if was && <-done == nil {
+			c.unsubscribe(s, groups)
+		} else {
+			c.release(groups)
+		}
+		return ctx.Err()
+	}
 }
 
-// unsubscribe removes s and leaves the groups nobody wants any more.
+// unsubscribe removes s and lets go of its groups.
 func (c *nsConn) unsubscribe(s *subscriber, groups []uint32) {
 	c.mu.Lock()
+	_, ok := c.subs[s]
+	delete(c.subs, s)
+	c.mu.Unlock()
+	if ok {
+		c.release(groups)
+	}
+}
+
+// release drops a subscription's references to groups. A group nobody
+// wants any more is left, unless its events are retained for subscribers
+// that resume: then it stays joined as long as the namespace is attached.
+func (c *nsConn) release(groups []uint32) {
+	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.subs[s]; !ok {
+	if c.closed != nil {
 		return
 	}
-	delete(c.subs, s)
 	for _, g := range groups {
 		gs := &c.groups[g]
 		gs.refs--
-		if gs.refs == 0 {
-			if c.conn != nil {
-				c.conn.LeaveGroup(g)
-			}
-			gs.known, gs.cause = false, 0
+		if gs.refs > 0 {
+			continue
 		}
+		if c.b.cfg.retaining() {
+			gs.linger = true
+			continue
+		}
+		if c.conn != nil {
+			c.conn.LeaveGroup(g)
+		}
+		gs.known, gs.cause = false, 0
 	}
 }
 

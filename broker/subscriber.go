@@ -13,8 +13,12 @@ import (
 // it (Subscription.Next). What does not fit is recorded as a pending gap
 // and reported in the stream's position where the loss happened.
 type subscriber struct {
-	ns         string
-	groups     [family.Groups + 1]bool
+	ns     string
+	groups [family.Groups + 1]bool
+	// after[g] is a resume point beyond the numbers the broker had seen
+	// when the subscriber resumed: events and gaps of g up to it are
+	// not delivered again. Set before the subscriber is registered.
+	after      [family.Groups + 1]uint64
 	maxLen     int
 	maxBytes   int
 	budget     *ByteBudget   // shared with the owner's other subscriptions; nil: none
@@ -79,7 +83,7 @@ func (s *subscriber) lockedRecordLoss(g Gap) {
 		if last.Group != g.Group {
 			continue
 		}
-		if last.Reason == g.Reason && last.To != 0 && last.To+1 == g.From {
+		if last.Reason == g.Reason && last.Instance == g.Instance && last.To != 0 && last.To+1 == g.From {
 			last.To = g.To
 			return
 		}
@@ -99,11 +103,14 @@ func (s *subscriber) push(ev Event) bool {
 	if s.end != nil {
 		return false
 	}
+	if ev.Message.Seq <= s.after[ev.Message.Group] {
+		return false
+	}
 	n := len(ev.Message.Payload)
 	cost := queuedCost(n)
 	if !s.lockedRoom(n) || !s.budget.take(cost) {
 		seq := ev.Message.Seq
-		s.lockedRecordLoss(Gap{Group: ev.Message.Group, From: seq, To: seq, Reason: LossQueueFull})
+		s.lockedRecordLoss(Gap{Group: ev.Message.Group, From: seq, To: seq, Reason: LossQueueFull, Instance: ev.Instance})
 		s.wake()
 		return false
 	}
@@ -125,6 +132,12 @@ func (s *subscriber) pushGap(g Gap) {
 	defer s.mu.Unlock()
 	if s.end != nil {
 		return
+	}
+	if after := s.after[g.Group]; g.From <= after {
+		if g.To != 0 && g.To <= after {
+			return
+		}
+		g.From = after + 1
 	}
 	s.lockedRecordLoss(g)
 	s.wake()

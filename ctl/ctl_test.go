@@ -308,18 +308,37 @@ event ns=red group=2 seq=1 inode=4026532001 sender=77 epoch=1 time=2026-11-27T12
 	}
 }
 
+// TestSubscribeResume: --resume GROUP:INSTANCE:SEQ becomes the request's
+// resume points; a malformed one is a usage error.
+func TestSubscribeResume(t *testing.T) {
+	f := &fakeBroker{subscribeItems: subscribeItems()[:1]}
+	sock := serve(t, f)
+	if r := ctl(t, "", "--socket", sock, "subscribe", "--group", "2,3", "--resume", "2:0x1f:41", "--resume", "3:7:0", "--count", "1"); r.code != ExitOK {
+		t.Fatalf("got %v, want exit 0", r)
+	}
+	want := &nsbrokerv1.SubscribeRequest{Groups: []uint32{2, 3}, Resume: []*nsbrokerv1.ResumePoint{
+		{Group: 2, Instance: 0x1f, Seq: 41}, {Group: 3, Instance: 7}}}
+	_, _, _, got := f.snapshot()
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("subscribe request (-want +got):\n%s", diff)
+	}
+	if r := ctl(t, "", "--socket", sock, "subscribe", "--group", "2", "--resume", "2:41"); r.code != ExitUsage {
+		t.Fatalf("malformed --resume: got %v, want exit %d", r, ExitUsage)
+	}
+}
+
 func TestSubscribeJSON(t *testing.T) {
 	sock := serve(t, &fakeBroker{subscribeItems: subscribeItems()[:2]})
 	ctl(t, "", "--socket", sock, "subscribe", "--group", "2", "--json", "--count", "1").want(t, ExitOK,
-		`{"event":{"namespace":"red","group":2,"seq":1,"payload":"b25l","netns_inode":4026532001,"sender_portid":77,"timestamp":"2026-11-27T12:00:00.123456789Z","epoch":1}}`+"\n", "")
+		`{"event":{"namespace":"red","group":2,"seq":1,"payload":"b25l","netns_inode":4026532001,"sender_portid":77,"timestamp":"2026-11-27T12:00:00.123456789Z","epoch":1,"instance":0}}`+"\n", "")
 	// Without --count the stream runs until it ends; here the daemon
 	// ends it as when the namespace goes away.
 	f := &fakeBroker{subscribeItems: subscribeItems()[:2], subscribeEnd: status.Error(codes.Aborted, `namespace "red" gone: name unlinked`)}
 	sock = serve(t, f)
 	r := ctl(t, "", "--socket", sock, "subscribe", "--group", "2", "--json")
 	r.want(t, ExitFailed,
-		`{"event":{"namespace":"red","group":2,"seq":1,"payload":"b25l","netns_inode":4026532001,"sender_portid":77,"timestamp":"2026-11-27T12:00:00.123456789Z","epoch":1}}
-{"gap":{"namespace":"red","group":2,"from_seq":2,"to_seq":4,"reason":"queue_full"}}
+		`{"event":{"namespace":"red","group":2,"seq":1,"payload":"b25l","netns_inode":4026532001,"sender_portid":77,"timestamp":"2026-11-27T12:00:00.123456789Z","epoch":1,"instance":0}}
+{"gap":{"namespace":"red","group":2,"from_seq":2,"to_seq":4,"reason":"queue_full","instance":0}}
 `, "nsbrokerctl: subscribe: aborted: namespace \"red\" gone: name unlinked\n")
 	// Each line stands alone and decodes to what the daemon sent.
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")

@@ -62,6 +62,7 @@ type eventJSON struct {
 	SenderPortid uint32 `json:"sender_portid"`
 	Timestamp    string `json:"timestamp,omitempty"`
 	Epoch        uint64 `json:"epoch"`
+	Instance     uint64 `json:"instance"`
 }
 
 type gapJSON struct {
@@ -70,6 +71,7 @@ type gapJSON struct {
 	FromSeq   uint64 `json:"from_seq"`
 	ToSeq     uint64 `json:"to_seq"`
 	Reason    string `json:"reason"`
+	Instance  uint64 `json:"instance"`
 }
 
 // subscribeJSON is one line of subscribe --json: exactly one field is set.
@@ -180,6 +182,7 @@ func eventOut(e *nsbrokerv1.Event) *eventJSON {
 		SenderPortid: e.GetSenderPortid(),
 		Timestamp:    timeString(e.GetTimestamp()),
 		Epoch:        e.GetEpoch(),
+		Instance:     e.GetInstance(),
 	}
 }
 
@@ -190,6 +193,7 @@ func gapOut(g *nsbrokerv1.Gap) *gapJSON {
 		FromSeq:   g.GetFromSeq(),
 		ToSeq:     g.GetToSeq(),
 		Reason:    reasonWord(g.GetReason()),
+		Instance:  g.GetInstance(),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -140,6 +141,8 @@ func cmdSubscribe(c *cli, args []string) error {
 	f.cmd.Var(&groups, "group", "multicast `groups`, 1..32, comma-separated (required)")
 	asJSON := f.cmd.Bool("json", false, "print one JSON object per line")
 	count := f.cmd.Uint64("count", 0, "exit after `K` events, not counting gaps (0: run until interrupted)")
+	var resume resumeFlag
+	f.cmd.Var(&resume, "resume", "start after `GROUP:INSTANCE:SEQ` (the instance and seq of the last event or gap seen); repeatable")
 	if err := f.parseNone(args); err != nil {
 		return err
 	}
@@ -151,7 +154,7 @@ func cmdSubscribe(c *cli, args []string) error {
 		return err
 	}
 	defer done()
-	stream, err := client.Subscribe(c.ctx, &nsbrokerv1.SubscribeRequest{Namespace: *ns, Groups: groups})
+	stream, err := client.Subscribe(c.ctx, &nsbrokerv1.SubscribeRequest{Namespace: *ns, Groups: groups, Resume: resume})
 	if err != nil {
 		return c.streamErr(err)
 	}
@@ -182,5 +185,31 @@ func cmdSubscribe(c *cli, args []string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// resumeFlag collects --resume GROUP:INSTANCE:SEQ points.
+type resumeFlag []*nsbrokerv1.ResumePoint
+
+func (r *resumeFlag) String() string {
+	var parts []string
+	for _, p := range *r {
+		parts = append(parts, fmt.Sprintf("%d:%d:%d", p.GetGroup(), p.GetInstance(), p.GetSeq()))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (r *resumeFlag) Set(v string) error {
+	f := strings.Split(v, ":")
+	if len(f) != 3 {
+		return fmt.Errorf("%q: want GROUP:INSTANCE:SEQ", v)
+	}
+	g, err1 := strconv.ParseUint(f[0], 10, 32)
+	inst, err2 := strconv.ParseUint(f[1], 0, 64)
+	seq, err3 := strconv.ParseUint(f[2], 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("%q: want GROUP:INSTANCE:SEQ: %w", v, err)
+	}
+	*r = append(*r, &nsbrokerv1.ResumePoint{Group: uint32(g), Instance: inst, Seq: seq})
 	return nil
 }

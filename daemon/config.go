@@ -124,6 +124,13 @@ type Config struct {
 	// and in payload bytes.
 	QueueLen   int `yaml:"queue_len"`
 	QueueBytes int `yaml:"queue_bytes"`
+	// RetainEvents and RetainBytes bound the retention ring of each group
+	// of each namespace (payload plus a fixed overhead per event), which
+	// resuming subscribers are replayed from; RetainTotalBytes bounds all
+	// rings together. 0 in any of them turns retention off.
+	RetainEvents     int   `yaml:"retain_events"`
+	RetainBytes      int   `yaml:"retain_bytes"`
+	RetainTotalBytes int64 `yaml:"retain_total_bytes"`
 	// ReadBuffer is the receive buffer of each namespace's netlink socket.
 	ReadBuffer int `yaml:"read_buffer"`
 	// RetryInterval is how often unavailable namespaces are re-dialed.
@@ -133,7 +140,8 @@ type Config struct {
 	// --config flag); SIGHUP re-reads its tenants. Not a file key.
 	ConfigFile string `yaml:"-"`
 	// BrokerConfig, when set, replaces the broker configuration built
-	// from Unit, QueueLen, QueueBytes, ReadBuffer and RetryInterval. It is
+	// from Unit, QueueLen, QueueBytes, ReadBuffer, RetryInterval and the
+	// retention bounds. It is
 	// for tests, which inject a fake kernel (broker/brokertest).
 	BrokerConfig *broker.Config `yaml:"-"`
 	// Logger, when set, is used instead of a logger on stderr built from
@@ -205,6 +213,9 @@ func Defaults() *Config {
 		KeepaliveTimeout:         20 * time.Second,
 		QueueLen:                 1024,
 		QueueBytes:               4 << 20,
+		RetainEvents:             broker.DefaultRetainEvents,
+		RetainBytes:              broker.DefaultRetainBytes,
+		RetainTotalBytes:         broker.DefaultRetainTotalBytes,
 		ReadBuffer:               4 << 20,
 		RetryInterval:            250 * time.Millisecond,
 	}
@@ -276,11 +287,18 @@ func (c *Config) brokerConfig() *broker.Config {
 	if c.BrokerConfig != nil {
 		return c.BrokerConfig
 	}
-	return &broker.Config{
-		Unit:          c.Unit,
-		QueueLen:      c.QueueLen,
-		QueueBytes:    c.QueueBytes,
-		ReadBuffer:    c.ReadBuffer,
-		RetryInterval: c.RetryInterval,
+	cfg := &broker.Config{
+		Unit:             c.Unit,
+		QueueLen:         c.QueueLen,
+		QueueBytes:       c.QueueBytes,
+		ReadBuffer:       c.ReadBuffer,
+		RetryInterval:    c.RetryInterval,
+		RetainEvents:     c.RetainEvents,
+		RetainBytes:      c.RetainBytes,
+		RetainTotalBytes: c.RetainTotalBytes,
 	}
+	if c.RetainEvents == 0 || c.RetainBytes == 0 || c.RetainTotalBytes == 0 {
+		cfg.RetainEvents = -1 // off; the broker's 0 means its default
+	}
+	return cfg
 }

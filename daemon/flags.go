@@ -85,6 +85,9 @@ func newFlagSet(cfg *Config, opts *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.Unit, "unit", cfg.Unit, "the module's netlink `unit` (0: read it from sysfs)")
 	fs.IntVar(&cfg.QueueLen, "queue-len", cfg.QueueLen, "at most `n` events queued per subscriber; more are lost (with a gap)")
 	fs.IntVar(&cfg.QueueBytes, "queue-bytes", cfg.QueueBytes, "at most this many payload `bytes` queued per subscriber; more are lost (with a gap)")
+	fs.IntVar(&cfg.RetainEvents, "retain-events", cfg.RetainEvents, "at most `n` events retained per namespace and group for subscribers that resume (0: no retention)")
+	fs.IntVar(&cfg.RetainBytes, "retain-bytes", cfg.RetainBytes, "at most this many `bytes` retained per namespace and group (0: no retention)")
+	fs.Int64Var(&cfg.RetainTotalBytes, "retain-total-bytes", cfg.RetainTotalBytes, "at most this many `bytes` retained in all namespaces and groups together (0: no retention)")
 	fs.IntVar(&cfg.ReadBuffer, "read-buffer", cfg.ReadBuffer, "receive buffer of each namespace's netlink socket, in `bytes`")
 	fs.DurationVar(&cfg.RetryInterval, "retry-interval", cfg.RetryInterval, "how often unavailable namespaces are re-dialed")
 	return fs

@@ -44,6 +44,16 @@ func (c *Config) streamMemory() int64 {
 		server.StreamWriteQuota + family.PayloadMax + 1<<10
 }
 
+// retainedMemory is what the retention rings of every namespace and group
+// hold at most together: retain_total_bytes, which counts each event's
+// overhead with its payload; per-ring bounds only share it out.
+func (c *Config) retainedMemory() int64 {
+	if c.RetainEvents == 0 || c.RetainBytes == 0 {
+		return 0
+	}
+	return c.RetainTotalBytes
+}
+
 // memoryItem is one line of the memory budget.
 type memoryItem struct {
 	What  string
@@ -65,6 +75,7 @@ func (c *Config) memoryBudget() []memoryItem {
 		{"rpcs being read or answered (max_requests)", int64(c.MaxRequests), c.streamMemory()},
 		{"open streaming rpcs (max_streams)", int64(c.MaxStreams), c.streamMemory()},
 		{"queued events (max_queued_bytes)", 1, c.MaxQueuedBytes},
+		{"retained events (retain_total_bytes)", 1, c.retainedMemory()},
 		{"admin watchers' backlog (admin_streams)", int64(c.AdminStreams), watchQueueLen * watchEventMemory},
 	}
 }

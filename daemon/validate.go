@@ -178,6 +178,18 @@ func (c *Config) validateLimits() error {
 			return fmt.Errorf("%s: must be positive", p.key)
 		}
 	}
+	for _, p := range []struct {
+		key string
+		v   int64
+	}{
+		{"retain_events", int64(c.RetainEvents)},
+		{"retain_bytes", int64(c.RetainBytes)},
+		{"retain_total_bytes", c.RetainTotalBytes},
+	} {
+		if p.v < 0 {
+			return fmt.Errorf("%s: must not be negative", p.key)
+		}
+	}
 	if c.PublishRate < 0 {
 		return errors.New("publish_rate: must not be negative")
 	}

@@ -44,8 +44,13 @@ const (
 	// MsgStats is NSB_MSG_STATS: the namespace's counters and the number of
 	// live per-namespace instances.
 	MsgStats uint16 = 0x13
+	// MsgGroups is NSB_MSG_GROUPS: the last sequence number of every group
+	// of the requester's namespace, and the namespace's instance id. Every
+	// event a number counts reaches the requester's socket (or is dropped
+	// from it) before the reply does.
+	MsgGroups uint16 = 0x14
 	// MsgMax is NSB_MSG_MAX, the highest message type.
-	MsgMax uint16 = 0x13
+	MsgMax uint16 = 0x14
 )
 
 // Attribute types (enum nsb_attr).
@@ -84,8 +89,12 @@ const (
 	// per-namespace instance: it changes when the module is reloaded, and
 	// sequence numbers then restart at 1.
 	AttrInstanceID uint16 = 12
+	// AttrGroupSeq is NSB_A_GROUP_SEQ, nested AttrGroup and AttrSeq: the
+	// last number a group multicast (0: none yet), once per group in a
+	// MsgGroups reply.
+	AttrGroupSeq uint16 = 13
 	// AttrMax is NSB_A_MAX, the highest attribute type.
-	AttrMax uint16 = 12
+	AttrMax uint16 = 13
 )
 
 // Counter attributes nested in AttrStats (enum nsb_stats_attr), all u64.

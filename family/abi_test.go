@@ -306,6 +306,7 @@ func TestABICheckDetectsDrift(t *testing.T) {
 		fmt.Sprintf("AttrMax mirrors NSB_A_MAX: want %d, got %d", AttrMax+1, AttrMax),
 		fmt.Sprintf("Groups mirrors NSB_GROUPS: want 64, got %d", Groups),
 		fmt.Sprintf("MsgEvent mirrors NSB_MSG_EVENT: want %d, got %d", MsgEvent-1, MsgEvent),
+		fmt.Sprintf("MsgGroups mirrors NSB_MSG_GROUPS: want %d, got %d", MsgGroups-1, MsgGroups),
 		fmt.Sprintf("MsgMax mirrors NSB_MSG_MAX: want %d, got %d", MsgMax-1, MsgMax),
 		"MsgPublish mirrors NSB_MSG_PUBLISH, which the header does not define",
 		fmt.Sprintf("MsgStats mirrors NSB_MSG_STATS: want %d, got %d", MsgStats-1, MsgStats),

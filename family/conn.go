@@ -41,13 +41,13 @@ type Message struct {
 	// Seq is the netlink sequence number: that of the request for a reply
 	// or rejection, zero for an event.
 	Seq uint32
-	// Type is the netlink message type: MsgEcho, MsgPublish or MsgStats for
-	// replies and their rejections, MsgEvent for events, and
+	// Type is the netlink message type: MsgEcho, MsgPublish, MsgStats or
+	// MsgGroups for replies and their rejections, MsgEvent for events, and
 	// unix.NLMSG_ERROR for rejections and acknowledgements
 	// (netlink.Acknowledge) whose request type is unknown.
 	Type uint16
-	// Reply is *EchoReply, *PublishReply, *Stats or *Event, or nil when Err
-	// is set or the message acknowledges a request.
+	// Reply is *EchoReply, *PublishReply, *Stats, *GroupSeqs or *Event,
+	// or nil when Err is set or the message acknowledges a request.
 	Reply any
 	// Err is the kernel's rejection of request Seq (an *Error), or why the
 	// message could not be decoded.
@@ -394,6 +394,8 @@ func decodeMessage(nm netlink.Message) Message {
 		m.Reply, m.Err = reply(DecodePublishReply(nm.Data))
 	case MsgStats:
 		m.Reply, m.Err = reply(DecodeStats(nm.Data))
+	case MsgGroups:
+		m.Reply, m.Err = reply(DecodeGroupSeqs(nm.Data))
 	case MsgEvent:
 		m.Reply, m.Err = reply(decodeEvent(nm.Data, true))
 	case unix.NLMSG_ERROR:
@@ -438,6 +440,12 @@ func (c *Conn) Publish(group uint32, payload []byte) (*PublishReply, error) {
 // not to use it.
 func (c *Conn) Stats() (*Stats, error) {
 	return roundTrip[Stats](c, "stats", MsgStats, EncodeStats())
+}
+
+// Groups returns the last sequence number of every group of the socket's
+// namespace. See Conn for when not to use it.
+func (c *Conn) Groups() (*GroupSeqs, error) {
+	return roundTrip[GroupSeqs](c, "groups", MsgGroups, EncodeGroups())
 }
 
 // roundTrip sends one request and reads until its reply, skipping events,

@@ -170,6 +170,88 @@ func DecodeStats(b []byte) (*Stats, error) {
 	return &st, nil
 }
 
+// DecodeGroupSeqs decodes the body of a MsgGroups reply. Every group
+// 1..Groups must be there exactly once, each with its AttrGroup and
+// AttrSeq: a missing group would read as "nothing numbered yet".
+func DecodeGroupSeqs(b []byte) (*GroupSeqs, error) {
+	const what = "GROUPS reply"
+	ad, err := attributes(b, what)
+	if err != nil {
+		return nil, err
+	}
+	var r GroupSeqs
+	var s seen
+	var groups [Groups + 1]bool
+	var bad error
+	for ad.Next() {
+		switch t := ad.Type(); t {
+		case AttrNetnsInum:
+			r.NetnsInum = ad.Uint32()
+			s.add(t)
+		case AttrInstanceID:
+			r.InstanceID = ad.Uint64()
+			s.add(t)
+		case AttrGroupSeq:
+			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+				g, seq, err := decodeGroupSeq(nad)
+				switch {
+				case err != nil:
+				case groups[g]:
+					err = fmt.Errorf("group %d twice", g)
+				default:
+					groups[g], r.Seq[g] = true, seq
+				}
+				if err != nil && bad == nil {
+					bad = err
+				}
+				return nil
+			})
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return nil, malformed(what, err)
+	}
+	if bad != nil {
+		return nil, malformed(what, bad)
+	}
+	if err := s.require(what, attrNames, AttrNetnsInum, AttrInstanceID); err != nil {
+		return nil, err
+	}
+	for g := uint32(1); g <= Groups; g++ {
+		if !groups[g] {
+			return nil, fmt.Errorf("%w NSB_A_GROUP_SEQ of group %d in %s", ErrMissingAttribute, g, what)
+		}
+	}
+	return &r, nil
+}
+
+// decodeGroupSeq reads one AttrGroupSeq nest.
+func decodeGroupSeq(nad *netlink.AttributeDecoder) (uint32, uint64, error) {
+	var g uint32
+	var seq uint64
+	var s seen
+	for nad.Next() {
+		switch t := nad.Type(); t {
+		case AttrGroup:
+			g = nad.Uint32()
+			s.add(t)
+		case AttrSeq:
+			seq = nad.Uint64()
+			s.add(t)
+		}
+	}
+	if err := nad.Err(); err != nil {
+		return 0, 0, err
+	}
+	if err := s.require("NSB_A_GROUP_SEQ", attrNames, AttrGroup, AttrSeq); err != nil {
+		return 0, 0, err
+	}
+	if g < 1 || g > Groups {
+		return 0, 0, fmt.Errorf("group %d outside 1..%d", g, Groups)
+	}
+	return g, seq, nil
+}
+
 // decodeCounters reads the counters nested in AttrStats; Nested reports a
 // wrongly sized one through the decoder's error.
 func decodeCounters(nad *netlink.AttributeDecoder, st *Stats, s *seen) {
@@ -251,6 +333,7 @@ var (
 		AttrStats:        "NSB_A_STATS",
 		AttrInstances:    "NSB_A_INSTANCES",
 		AttrInstanceID:   "NSB_A_INSTANCE_ID",
+		AttrGroupSeq:     "NSB_A_GROUP_SEQ",
 	}
 	statsAttrNames = map[uint16]string{
 		StatsAttrEcho:       "NSB_STATS_A_ECHO",

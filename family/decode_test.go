@@ -283,6 +283,84 @@ func TestDecodeStats(t *testing.T) {
 	runDecodeCases(t, DecodeStats, append(cases, commonCases(valid)...))
 }
 
+func TestDecodeGroupSeqs(t *testing.T) {
+	groupSeq := func(g uint32, seq uint64) netlink.Attribute {
+		return netlink.Attribute{Type: AttrGroupSeq | netlink.Nested,
+			Data: nltest.MustMarshalAttributes([]netlink.Attribute{attrU32(AttrGroup, g), attrU64(AttrSeq, seq)})}
+	}
+	head := []netlink.Attribute{attrU32(AttrNetnsInum, 4026531840), attrU64(AttrInstanceID, 0xfeedface)}
+	want := &GroupSeqs{NetnsInum: 4026531840, InstanceID: 0xfeedface}
+	var nests []netlink.Attribute
+	for g := uint32(1); g <= Groups; g++ {
+		want.Seq[g] = uint64(g) * 10
+		nests = append(nests, groupSeq(g, uint64(g)*10))
+	}
+	with := func(extra ...netlink.Attribute) []byte {
+		return body(1, append(append(append([]netlink.Attribute(nil), head...), extra...), nests...)...)
+	}
+	without := func(i int) []netlink.Attribute {
+		return append(append([]netlink.Attribute(nil), nests[:i]...), nests[i+1:]...)
+	}
+	valid := with()
+	reversed := append([]netlink.Attribute(nil), head...)
+	for i := len(nests) - 1; i >= 0; i-- {
+		reversed = append(reversed, nests[i])
+	}
+	cases := []decodeCase{
+		{name: "valid", in: valid, want: want},
+		{name: "any order, pads and unknown skipped", in: body(1, append([]netlink.Attribute{pad, unknown}, reversed...)...), want: want},
+		{
+			name:    "group missing",
+			in:      body(1, append(append([]netlink.Attribute(nil), head...), without(6)...)...),
+			wantErr: ErrMissingAttribute,
+			wantMsg: "NSB_A_GROUP_SEQ of group 7 in GROUPS reply",
+		},
+		{
+			name:    "group twice",
+			in:      body(1, append(append(append([]netlink.Attribute(nil), head...), without(6)...), groupSeq(8, 1))...),
+			wantErr: ErrMalformed,
+			wantMsg: "group 8 twice",
+		},
+		{
+			name:    "group 0",
+			in:      with(groupSeq(0, 1)),
+			wantErr: ErrMalformed,
+			wantMsg: "group 0 outside 1..32",
+		},
+		{
+			name:    "group 33",
+			in:      with(groupSeq(Groups+1, 1)),
+			wantErr: ErrMalformed,
+			wantMsg: "group 33 outside 1..32",
+		},
+		{
+			name: "nest without a seq",
+			in: with(netlink.Attribute{Type: AttrGroupSeq | netlink.Nested,
+				Data: nltest.MustMarshalAttributes([]netlink.Attribute{attrU32(AttrGroup, 1)})}),
+			wantErr: ErrMalformed,
+			wantMsg: "NSB_A_SEQ in NSB_A_GROUP_SEQ",
+		},
+		{
+			name: "seq of 4 bytes",
+			in: with(netlink.Attribute{Type: AttrGroupSeq | netlink.Nested,
+				Data: nltest.MustMarshalAttributes([]netlink.Attribute{attrU32(AttrGroup, 1), attrU32(AttrSeq, 1)})}),
+			wantErr: ErrMalformed,
+		},
+		{
+			name:    "missing instance id",
+			in:      body(1, append([]netlink.Attribute{head[0]}, nests...)...),
+			wantErr: ErrMissingAttribute,
+			wantMsg: "NSB_A_INSTANCE_ID in GROUPS reply",
+		},
+		{
+			name:    "nest holding garbage",
+			in:      with(attrBytes(AttrGroupSeq, []byte{200, 0, 1})),
+			wantErr: ErrMalformed,
+		},
+	}
+	runDecodeCases(t, DecodeGroupSeqs, append(cases, commonCases(valid)...))
+}
+
 // TestMarshalRoundTrip checks that what the fake-kernel encoders produce
 // decodes to the same value.
 func TestMarshalRoundTrip(t *testing.T) {
@@ -296,6 +374,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		{&PublishReply{Group: 32, Seq: 1 << 63, Listeners: true}, anyDecoder(DecodePublishReply)},
 		{&Event{Group: 1, Seq: 9, Payload: []byte{}, NetnsInum: 3, SenderPortID: 4, Timestamp: ts}, anyDecoder(DecodeEvent)},
 		{&Stats{Echo: 1, Publish: 2, Delivered: 3, NoListener: 4, Overrun: 5, Rejected: 6, Instances: 7, NetnsInum: 8, InstanceID: 9}, anyDecoder(DecodeStats)},
+		{&GroupSeqs{NetnsInum: 8, InstanceID: 9, Seq: [Groups + 1]uint64{1: 1, 7: 1 << 40, 32: 3}}, anyDecoder(DecodeGroupSeqs)},
 	}
 	for _, tt := range tests {
 		b, err := tt.in.MarshalBinary()

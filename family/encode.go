@@ -40,6 +40,13 @@ func EncodeStats() []byte {
 	return b
 }
 
+// EncodeGroups returns the body of a groups request (MsgGroups), which is
+// the family header alone.
+func EncodeGroups() []byte {
+	b, _ := Header{Version: Version}.MarshalBinary()
+	return b
+}
+
 // encode returns a version-1 family header followed by the attributes fn
 // adds. The requests the broker sends on every call (EncodeEcho,
 // EncodePublish) are built directly into one buffer instead.

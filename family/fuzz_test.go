@@ -60,6 +60,7 @@ func FuzzDecodeEchoReply(f *testing.F)    { fuzzDecoder(f, DecodeEchoReply) }
 func FuzzDecodePublishReply(f *testing.F) { fuzzDecoder(f, DecodePublishReply) }
 func FuzzDecodeEvent(f *testing.F)        { fuzzDecoder(f, DecodeEvent) }
 func FuzzDecodeStats(f *testing.F)        { fuzzDecoder(f, DecodeStats) }
+func FuzzDecodeGroupSeqs(f *testing.F)    { fuzzDecoder(f, DecodeGroupSeqs) }
 
 // FuzzReceive feeds one message of any type, flags, sequence number and
 // body through netlink.Conn's receive path (including its NLMSG_ERROR

@@ -126,6 +126,34 @@ func (s *Stats) MarshalBinary() ([]byte, error) {
 	})
 }
 
+// GroupSeqs is the module's answer to MsgGroups: where the numbering of
+// every group of the requester's namespace stands.
+type GroupSeqs struct {
+	// NetnsInum is the inode of the namespace that answered.
+	NetnsInum uint32
+	// InstanceID is the module's instance for that namespace (as in
+	// Stats): the numbers below belong to it.
+	InstanceID uint64
+	// Seq[g] is the last sequence number group g multicast, 0 if none
+	// yet; Seq[0] is unused.
+	Seq [Groups + 1]uint64
+}
+
+// MarshalBinary encodes the reply as the module does.
+func (r *GroupSeqs) MarshalBinary() ([]byte, error) {
+	return encode(func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(AttrNetnsInum, r.NetnsInum)
+		ae.Uint64(AttrInstanceID, r.InstanceID)
+		for g := uint32(1); g <= Groups; g++ {
+			ae.Nested(AttrGroupSeq, func(nae *netlink.AttributeEncoder) error {
+				nae.Uint32(AttrGroup, g)
+				nae.Uint64(AttrSeq, r.Seq[g])
+				return nil
+			})
+		}
+	})
+}
+
 func unixNano(t time.Time) uint64 {
 	if t.IsZero() {
 		return 0

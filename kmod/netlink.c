@@ -28,8 +28,9 @@ static const struct nla_policy nsb_publish_policy[NSB_A_MAX + 1] = {
 	[NSB_A_GROUP]	= NLA_POLICY_RANGE(NLA_U32, 1, NSB_GROUPS),
 };
 
-/* STATS takes no attributes: every one is rejected. */
+/* STATS and GROUPS take no attributes: every one is rejected. */
 static const struct nla_policy nsb_stats_policy[NSB_A_MAX + 1] = {};
+static const struct nla_policy nsb_groups_policy[NSB_A_MAX + 1] = {};
 
 static struct nlmsghdr *nsb_nlmsg_put(struct sk_buff *skb, u32 portid,
 				      u32 seq, int type)
@@ -276,6 +277,76 @@ nla_put_failure:
 	return -EMSGSIZE;
 }
 
+/* Size of one NSB_A_GROUP_SEQ nest. */
+static size_t nsb_group_seq_size(void)
+{
+	return nla_total_size(nla_total_size(sizeof(u32)) +
+			      nla_total_size_64bit(sizeof(u64)));
+}
+
+static int nsb_put_group_seq(struct sk_buff *skb, u32 group, u64 seq)
+{
+	struct nlattr *nest;
+
+	nest = nla_nest_start(skb, NSB_A_GROUP_SEQ);
+	if (!nest)
+		return -EMSGSIZE;
+	if (nla_put_u32(skb, NSB_A_GROUP, group) ||
+	    nla_put_u64_64bit(skb, NSB_A_SEQ, seq, NSB_A_PAD)) {
+		nla_nest_cancel(skb, nest);
+		return -EMSGSIZE;
+	}
+	nla_nest_end(skb, nest);
+	return 0;
+}
+
+/*
+ * nsb_groups() - the last sequence number of every group.  Each is read
+ * under the group's lock, which nsb_multicast() holds until its EVENT is
+ * queued: every EVENT a number counts is in the requester's receive queue
+ * (or was dropped from it) before this reply is.
+ */
+static int nsb_groups(struct sk_buff *skb, const struct nlmsghdr *nlh,
+		      struct nlattr **tb, struct netlink_ext_ack *extack)
+{
+	struct net *net = sock_net(skb->sk);
+	struct nsb_net *nn = nsb_pernet(net);
+	struct sk_buff *reply;
+	struct nlmsghdr *rnlh;
+	u32 group;
+	u64 seq;
+
+	reply = nlmsg_new(nsb_msg_size(nla_total_size(sizeof(u32)) +
+				       nla_total_size_64bit(sizeof(u64)) +
+				       NSB_GROUPS * nsb_group_seq_size()),
+			  GFP_KERNEL);
+	if (!reply)
+		return -ENOMEM;
+
+	rnlh = nsb_nlmsg_put(reply, NETLINK_CB(skb).portid, nlh->nlmsg_seq,
+			     NSB_MSG_GROUPS);
+	if (!rnlh ||
+	    nla_put_u32(reply, NSB_A_NETNS_INUM, net->ns.inum) ||
+	    nla_put_u64_64bit(reply, NSB_A_INSTANCE_ID, nn->instance_id,
+			      NSB_A_PAD))
+		goto nla_put_failure;
+	for (group = 1; group <= NSB_GROUPS; group++) {
+		struct nsb_group *grp = &nn->groups[group - 1];
+
+		mutex_lock(&grp->lock);
+		seq = grp->seq;
+		mutex_unlock(&grp->lock);
+		if (nsb_put_group_seq(reply, group, seq))
+			goto nla_put_failure;
+	}
+	nlmsg_end(reply, rnlh);
+	return nlmsg_unicast(nn->sk, reply, NETLINK_CB(skb).portid);
+
+nla_put_failure:
+	nlmsg_free(reply);
+	return -EMSGSIZE;
+}
+
 struct nsb_handler {
 	const struct nla_policy *policy;
 	bool admin;	/* needs CAP_NET_ADMIN in the namespace's user ns */
@@ -296,6 +367,10 @@ static const struct nsb_handler nsb_handlers[] = {
 	[NSB_MSG_STATS - NLMSG_MIN_TYPE] = {
 		.policy	= nsb_stats_policy,
 		.doit	= nsb_stats,
+	},
+	[NSB_MSG_GROUPS - NLMSG_MIN_TYPE] = {
+		.policy	= nsb_groups_policy,
+		.doit	= nsb_groups,
 	},
 };
 

@@ -63,7 +63,7 @@ var DefaultLimits = Limits{
 	MaxRequests:                 256,
 	MaxRequestsPerTenant:        32,
 	AdminRequests:               16,
-	MaxStreams:                  512,
+	MaxStreams:                  384,
 	MaxStreamsPerTenant:         64,
 	AdminStreams:                32,
 	MaxQueuedBytes:              64 << 20,

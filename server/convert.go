@@ -94,14 +94,17 @@ func eventToProto(ev broker.Event) *nsbrokerv1.SubscribeResponse {
 		SenderPortid: m.SenderPortID,
 		Timestamp:    timestamp(m.Timestamp),
 		Epoch:        ev.Epoch,
+		Instance:     ev.Instance,
 	}}}
 }
 
 var lossReasons = map[broker.LossReason]nsbrokerv1.LossReason{
-	broker.LossKernelOverrun:  nsbrokerv1.LossReason_LOSS_REASON_KERNEL_OVERRUN,
-	broker.LossQueueFull:      nsbrokerv1.LossReason_LOSS_REASON_QUEUE_FULL,
-	broker.LossReleased:       nsbrokerv1.LossReason_LOSS_REASON_RELEASED,
-	broker.LossModuleReloaded: nsbrokerv1.LossReason_LOSS_REASON_MODULE_RELOADED,
+	broker.LossKernelOverrun:   nsbrokerv1.LossReason_LOSS_REASON_KERNEL_OVERRUN,
+	broker.LossQueueFull:       nsbrokerv1.LossReason_LOSS_REASON_QUEUE_FULL,
+	broker.LossReleased:        nsbrokerv1.LossReason_LOSS_REASON_RELEASED,
+	broker.LossModuleReloaded:  nsbrokerv1.LossReason_LOSS_REASON_MODULE_RELOADED,
+	broker.LossNotRetained:     nsbrokerv1.LossReason_LOSS_REASON_NOT_RETAINED,
+	broker.LossDaemonRestarted: nsbrokerv1.LossReason_LOSS_REASON_DAEMON_RESTARTED,
 }
 
 func gapToProto(ev broker.Event) *nsbrokerv1.SubscribeResponse {
@@ -112,6 +115,7 @@ func gapToProto(ev broker.Event) *nsbrokerv1.SubscribeResponse {
 		FromSeq:   g.From,
 		ToSeq:     g.To,
 		Reason:    lossReasons[g.Reason],
+		Instance:  g.Instance,
 	}}}
 }
 

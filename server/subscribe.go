@@ -11,7 +11,8 @@ import (
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
-// Subscribe streams the events and gaps of groups of a namespace. The
+// Subscribe streams the events and gaps of groups of a namespace, after
+// what was missed since the request's resume points, if any. The
 // response headers are sent once the subscription is in place, so a client
 // that waits for them knows that every later publish reaches it. The
 // stream ends when the client cancels or the subscription ends (ABORTED
@@ -25,7 +26,7 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 	}
 	budget, release := s.budget.queueBudget(id)
 	defer release()
-	sub, err := s.b.NewSubscription(ctx, name, req.GetGroups(), budget)
+	sub, err := s.b.NewSubscriptionAt(ctx, name, req.GetGroups(), budget, resumePointsFromProto(req.GetResume()))
 	if err != nil {
 		return ToStatus(err)
 	}
@@ -54,6 +55,19 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 		}
 	}
 	return status.FromContextError(ctx.Err()).Err()
+}
+
+// resumePointsFromProto converts the resume points of a SubscribeRequest;
+// the broker checks them.
+func resumePointsFromProto(in []*nsbrokerv1.ResumePoint) []broker.ResumePoint {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]broker.ResumePoint, len(in))
+	for i, p := range in {
+		out[i] = broker.ResumePoint{Group: p.GetGroup(), Instance: p.GetInstance(), Seq: p.GetSeq()}
+	}
+	return out
 }
 
 // sharedEventToProto is eventToProto for broker.Event.Shared: the result

@@ -49,13 +49,13 @@ func TestIntegrationSubscribeEventsAndGaps(t *testing.T) {
 
 	event := func(group uint32, seq uint64, payload string) *nsbrokerv1.SubscribeResponse {
 		return &nsbrokerv1.SubscribeResponse{Item: &nsbrokerv1.SubscribeResponse_Event{Event: &nsbrokerv1.Event{
-			Namespace: name, Group: group, Seq: seq, Payload: []byte(payload), NetnsInode: inode, Epoch: 1}}}
+			Namespace: name, Group: group, Seq: seq, Payload: []byte(payload), NetnsInode: inode, Epoch: 1, Instance: 1}}}
 	}
 	want := []*nsbrokerv1.SubscribeResponse{
 		event(1, 1, "one"),
 		event(2, 1, "two"),
 		{Item: &nsbrokerv1.SubscribeResponse_Gap{Gap: &nsbrokerv1.Gap{Namespace: name, Group: 1, FromSeq: 2, ToSeq: 4,
-			Reason: nsbrokerv1.LossReason_LOSS_REASON_KERNEL_OVERRUN}}},
+			Reason: nsbrokerv1.LossReason_LOSS_REASON_KERNEL_OVERRUN, Instance: 1}}},
 		event(1, 5, "five"),
 	}
 	for i, w := range want {

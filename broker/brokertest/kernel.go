@@ -294,10 +294,13 @@ func (s *fakeSock) Send(m netlink.Message) error {
 		out = replyMessage(m, &family.PublishReply{Group: group, Seq: seq, Listeners: true})
 	case family.MsgStats:
 		out = replyMessage(m, &family.Stats{Instances: uint32(len(k.nets)), NetnsInum: n.inum, InstanceID: k.instance})
+	case family.MsgGroups:
+		// Queued behind every event it counts, as the module's is.
+		out = replyMessage(m, &family.GroupSeqs{NetnsInum: n.inum, InstanceID: k.instance, Seq: n.seq})
 	default:
 		out = errorMessage(m, unix.EOPNOTSUPP, "unknown message type")
 	}
-	if n.holdReplies > 0 && uint16(m.Header.Type) != family.MsgStats {
+	if n.holdReplies > 0 && uint16(m.Header.Type) != family.MsgStats && uint16(m.Header.Type) != family.MsgGroups {
 		n.held = append(n.held, heldReply{s, out})
 		if len(n.held) == n.holdReplies {
 			for i := len(n.held) - 1; i >= 0; i-- {

@@ -100,8 +100,16 @@ const (
 	LossReason_LOSS_REASON_QUEUE_FULL LossReason = 2
 	// The daemon's connection was closed (release, failure).
 	LossReason_LOSS_REASON_RELEASED LossReason = 3
-	// The module was reloaded; its numbers restarted at 1.
+	// The module was reloaded; its numbers restarted at 1. On resume: the
+	// resume point was of another instance, so every number of the current
+	// one up to the first retained event is missed.
 	LossReason_LOSS_REASON_MODULE_RELOADED LossReason = 4
+	// On resume: the daemon received these events but no longer retains
+	// them (retain_events, retain_bytes, retain_total_bytes).
+	LossReason_LOSS_REASON_NOT_RETAINED LossReason = 5
+	// On resume: these events were published before this daemon process
+	// listened to the group (it restarted since the subscriber left).
+	LossReason_LOSS_REASON_DAEMON_RESTARTED LossReason = 6
 )
 
 // Enum value maps for LossReason.
@@ -112,13 +120,17 @@ var (
 		2: "LOSS_REASON_QUEUE_FULL",
 		3: "LOSS_REASON_RELEASED",
 		4: "LOSS_REASON_MODULE_RELOADED",
+		5: "LOSS_REASON_NOT_RETAINED",
+		6: "LOSS_REASON_DAEMON_RESTARTED",
 	}
 	LossReason_value = map[string]int32{
-		"LOSS_REASON_UNSPECIFIED":     0,
-		"LOSS_REASON_KERNEL_OVERRUN":  1,
-		"LOSS_REASON_QUEUE_FULL":      2,
-		"LOSS_REASON_RELEASED":        3,
-		"LOSS_REASON_MODULE_RELOADED": 4,
+		"LOSS_REASON_UNSPECIFIED":      0,
+		"LOSS_REASON_KERNEL_OVERRUN":   1,
+		"LOSS_REASON_QUEUE_FULL":       2,
+		"LOSS_REASON_RELEASED":         3,
+		"LOSS_REASON_MODULE_RELOADED":  4,
+		"LOSS_REASON_NOT_RETAINED":     5,
+		"LOSS_REASON_DAEMON_RESTARTED": 6,
 	}
 )
 
@@ -1273,7 +1285,16 @@ type SubscribeRequest struct {
 	// The namespace; empty means the caller's own (namespace-local tenants).
 	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// Groups, 1..32, at least one.
-	Groups        []uint32 `protobuf:"varint,2,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	Groups []uint32 `protobuf:"varint,2,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	// Where to resume, at most one point per group, each for a group in
+	// groups. For such a group the stream first carries what was missed
+	// since the point: the events the daemon still retains, then gaps with
+	// the exact range and reason for the rest (NOT_RETAINED,
+	// DAEMON_RESTARTED, MODULE_RELOADED or the loss that happened at the
+	// time), and then live events; no number twice, none skipped. A group
+	// without a point starts with live events. INVALID_ARGUMENT when a
+	// point is beyond the last number the module has given its instance.
+	Resume        []*ResumePoint `protobuf:"bytes,3,rep,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1322,6 +1343,80 @@ func (x *SubscribeRequest) GetGroups() []uint32 {
 	return nil
 }
 
+func (x *SubscribeRequest) GetResume() []*ResumePoint {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+// ResumePoint is where a subscriber left one group.
+type ResumePoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group, 1..32.
+	Group uint32 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	// The module instance the seq belongs to: Event.instance or
+	// Gap.instance of the last item received for the group. 0 means the
+	// current instance.
+	Instance uint64 `protobuf:"varint,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The last sequence number received for the group, as an event or as
+	// the to_seq of a gap; 0 if none.
+	Seq           uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumePoint) Reset() {
+	*x = ResumePoint{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumePoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumePoint) ProtoMessage() {}
+
+func (x *ResumePoint) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumePoint.ProtoReflect.Descriptor instead.
+func (*ResumePoint) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ResumePoint) GetGroup() uint32 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *ResumePoint) GetInstance() uint64 {
+	if x != nil {
+		return x.Instance
+	}
+	return 0
+}
+
+func (x *ResumePoint) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // SubscribeResponse is one item of a subscription: an event or a gap.
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1336,7 +1431,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1443,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1456,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubscribeResponse) GetItem() isSubscribeResponse_Item {
@@ -1427,14 +1522,18 @@ type Event struct {
 	// The daemon's connection count for the namespace; it changes when
 	// the daemon reconnects (for instance after a module reload, when
 	// sequence numbers restart at 1).
-	Epoch         uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The module's instance for the namespace (random, new at every module
+	// load): seq counts within it. With seq, a resume point that survives
+	// client reconnects and daemon restarts.
+	Instance      uint64 `protobuf:"varint,9,opt,name=instance,proto3" json:"instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1545,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1558,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Event) GetNamespace() string {
@@ -1518,6 +1617,13 @@ func (x *Event) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *Event) GetInstance() uint64 {
+	if x != nil {
+		return x.Instance
+	}
+	return 0
+}
+
 // Gap names sequence numbers of one group a subscriber will not receive.
 type Gap struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1530,14 +1636,16 @@ type Gap struct {
 	FromSeq uint64 `protobuf:"varint,3,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
 	ToSeq   uint64 `protobuf:"varint,4,opt,name=to_seq,json=toSeq,proto3" json:"to_seq,omitempty"`
 	// Why.
-	Reason        LossReason `protobuf:"varint,5,opt,name=reason,proto3,enum=nsbroker.v1.LossReason" json:"reason,omitempty"`
+	Reason LossReason `protobuf:"varint,5,opt,name=reason,proto3,enum=nsbroker.v1.LossReason" json:"reason,omitempty"`
+	// The module instance from_seq and to_seq belong to (as Event.instance).
+	Instance      uint64 `protobuf:"varint,6,opt,name=instance,proto3" json:"instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1657,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1670,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Gap) GetNamespace() string {
@@ -1600,6 +1708,13 @@ func (x *Gap) GetReason() LossReason {
 	return LossReason_LOSS_REASON_UNSPECIFIED
 }
 
+func (x *Gap) GetInstance() uint64 {
+	if x != nil {
+		return x.Instance
+	}
+	return 0
+}
+
 // StatsRequest names a namespace, or none for all the caller may reach.
 type StatsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1611,7 +1726,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1738,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1751,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatsRequest) GetNamespace() string {
@@ -1661,7 +1776,7 @@ type KernelCounters struct {
 
 func (x *KernelCounters) Reset() {
 	*x = KernelCounters{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1788,7 @@ func (x *KernelCounters) String() string {
 func (*KernelCounters) ProtoMessage() {}
 
 func (x *KernelCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1801,7 @@ func (x *KernelCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelCounters.ProtoReflect.Descriptor instead.
 func (*KernelCounters) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KernelCounters) GetEcho() uint64 {
@@ -1746,7 +1861,7 @@ type DaemonCounters struct {
 
 func (x *DaemonCounters) Reset() {
 	*x = DaemonCounters{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1873,7 @@ func (x *DaemonCounters) String() string {
 func (*DaemonCounters) ProtoMessage() {}
 
 func (x *DaemonCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1886,7 @@ func (x *DaemonCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DaemonCounters.ProtoReflect.Descriptor instead.
 func (*DaemonCounters) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DaemonCounters) GetReceived() uint64 {
@@ -1831,7 +1946,7 @@ type NamespaceStats struct {
 
 func (x *NamespaceStats) Reset() {
 	*x = NamespaceStats{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1958,7 @@ func (x *NamespaceStats) String() string {
 func (*NamespaceStats) ProtoMessage() {}
 
 func (x *NamespaceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1971,7 @@ func (x *NamespaceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceStats.ProtoReflect.Descriptor instead.
 func (*NamespaceStats) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NamespaceStats) GetNamespace() string {
@@ -1894,7 +2009,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2021,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2034,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StatsResponse) GetNamespaces() []*NamespaceStats {
@@ -1945,7 +2060,7 @@ type ReleaseModuleRequest struct {
 
 func (x *ReleaseModuleRequest) Reset() {
 	*x = ReleaseModuleRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2072,7 @@ func (x *ReleaseModuleRequest) String() string {
 func (*ReleaseModuleRequest) ProtoMessage() {}
 
 func (x *ReleaseModuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2085,7 @@ func (x *ReleaseModuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseModuleRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseModuleRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 // ReleaseModuleResponse lists the namespaces after the release.
@@ -1985,7 +2100,7 @@ type ReleaseModuleResponse struct {
 
 func (x *ReleaseModuleResponse) Reset() {
 	*x = ReleaseModuleResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2112,7 @@ func (x *ReleaseModuleResponse) String() string {
 func (*ReleaseModuleResponse) ProtoMessage() {}
 
 func (x *ReleaseModuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2125,7 @@ func (x *ReleaseModuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseModuleResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseModuleResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReleaseModuleResponse) GetNamespaces() []*Namespace {
@@ -2033,7 +2148,7 @@ type ResumeModuleRequest struct {
 
 func (x *ResumeModuleRequest) Reset() {
 	*x = ResumeModuleRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2160,7 @@ func (x *ResumeModuleRequest) String() string {
 func (*ResumeModuleRequest) ProtoMessage() {}
 
 func (x *ResumeModuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2173,7 @@ func (x *ResumeModuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeModuleRequest.ProtoReflect.Descriptor instead.
 func (*ResumeModuleRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeModuleRequest) GetWait() bool {
@@ -2081,7 +2196,7 @@ type ResumeModuleResponse struct {
 
 func (x *ResumeModuleResponse) Reset() {
 	*x = ResumeModuleResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2208,7 @@ func (x *ResumeModuleResponse) String() string {
 func (*ResumeModuleResponse) ProtoMessage() {}
 
 func (x *ResumeModuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2221,7 @@ func (x *ResumeModuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeModuleResponse.ProtoReflect.Descriptor instead.
 func (*ResumeModuleResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeModuleResponse) GetNamespaces() []*Namespace {
@@ -2196,14 +2311,19 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\blast_seq\x18\x02 \x03(\v2/.nsbroker.v1.PublishStreamResponse.LastSeqEntryR\alastSeq\x1a:\n" +
 	"\fLastSeqEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"H\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"z\n" +
 	"\x10SubscribeRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
-	"\x06groups\x18\x02 \x03(\rR\x06groups\"m\n" +
+	"\x06groups\x18\x02 \x03(\rR\x06groups\x120\n" +
+	"\x06resume\x18\x03 \x03(\v2\x18.nsbroker.v1.ResumePointR\x06resume\"Q\n" +
+	"\vResumePoint\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\x12\x1a\n" +
+	"\binstance\x18\x02 \x01(\x04R\binstance\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"m\n" +
 	"\x11SubscribeResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.nsbroker.v1.EventH\x00R\x05event\x12$\n" +
 	"\x03gap\x18\x02 \x01(\v2\x10.nsbroker.v1.GapH\x00R\x03gapB\x06\n" +
-	"\x04item\"\xfd\x01\n" +
+	"\x04item\"\x99\x02\n" +
 	"\x05Event\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\rR\x05group\x12\x10\n" +
@@ -2213,13 +2333,15 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"netnsInode\x12#\n" +
 	"\rsender_portid\x18\x06 \x01(\rR\fsenderPortid\x128\n" +
 	"\ttimestamp\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x14\n" +
-	"\x05epoch\x18\b \x01(\x04R\x05epoch\"\x9c\x01\n" +
+	"\x05epoch\x18\b \x01(\x04R\x05epoch\x12\x1a\n" +
+	"\binstance\x18\t \x01(\x04R\binstance\"\xb8\x01\n" +
 	"\x03Gap\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\rR\x05group\x12\x19\n" +
 	"\bfrom_seq\x18\x03 \x01(\x04R\afromSeq\x12\x15\n" +
 	"\x06to_seq\x18\x04 \x01(\x04R\x05toSeq\x12/\n" +
-	"\x06reason\x18\x05 \x01(\x0e2\x17.nsbroker.v1.LossReasonR\x06reason\",\n" +
+	"\x06reason\x18\x05 \x01(\x0e2\x17.nsbroker.v1.LossReasonR\x06reason\x12\x1a\n" +
+	"\binstance\x18\x06 \x01(\x04R\binstance\",\n" +
 	"\fStatsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"\xb3\x01\n" +
 	"\x0eKernelCounters\x12\x12\n" +
@@ -2261,14 +2383,16 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\x0eNamespaceState\x12\x1f\n" +
 	"\x1bNAMESPACE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15NAMESPACE_STATE_READY\x10\x01\x12\x1f\n" +
-	"\x1bNAMESPACE_STATE_UNAVAILABLE\x10\x02*\xa0\x01\n" +
+	"\x1bNAMESPACE_STATE_UNAVAILABLE\x10\x02*\xe0\x01\n" +
 	"\n" +
 	"LossReason\x12\x1b\n" +
 	"\x17LOSS_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aLOSS_REASON_KERNEL_OVERRUN\x10\x01\x12\x1a\n" +
 	"\x16LOSS_REASON_QUEUE_FULL\x10\x02\x12\x18\n" +
 	"\x14LOSS_REASON_RELEASED\x10\x03\x12\x1f\n" +
-	"\x1bLOSS_REASON_MODULE_RELOADED\x10\x042\xa5\b\n" +
+	"\x1bLOSS_REASON_MODULE_RELOADED\x10\x04\x12\x1c\n" +
+	"\x18LOSS_REASON_NOT_RETAINED\x10\x05\x12 \n" +
+	"\x1cLOSS_REASON_DAEMON_RESTARTED\x10\x062\xa5\b\n" +
 	"\x06Broker\x12Y\n" +
 	"\x0eListNamespaces\x12\".nsbroker.v1.ListNamespacesRequest\x1a#.nsbroker.v1.ListNamespacesResponse\x12H\n" +
 	"\fGetNamespace\x12 .nsbroker.v1.GetNamespaceRequest\x1a\x16.nsbroker.v1.Namespace\x12N\n" +
@@ -2297,7 +2421,7 @@ func file_nsbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_nsbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_nsbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_nsbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_nsbroker_v1_broker_proto_goTypes = []any{
 	(NamespaceState)(0),              // 0: nsbroker.v1.NamespaceState
 	(LossReason)(0),                  // 1: nsbroker.v1.LossReason
@@ -2321,25 +2445,26 @@ var file_nsbroker_v1_broker_proto_goTypes = []any{
 	(*PublishResponse)(nil),          // 19: nsbroker.v1.PublishResponse
 	(*PublishStreamResponse)(nil),    // 20: nsbroker.v1.PublishStreamResponse
 	(*SubscribeRequest)(nil),         // 21: nsbroker.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),        // 22: nsbroker.v1.SubscribeResponse
-	(*Event)(nil),                    // 23: nsbroker.v1.Event
-	(*Gap)(nil),                      // 24: nsbroker.v1.Gap
-	(*StatsRequest)(nil),             // 25: nsbroker.v1.StatsRequest
-	(*KernelCounters)(nil),           // 26: nsbroker.v1.KernelCounters
-	(*DaemonCounters)(nil),           // 27: nsbroker.v1.DaemonCounters
-	(*NamespaceStats)(nil),           // 28: nsbroker.v1.NamespaceStats
-	(*StatsResponse)(nil),            // 29: nsbroker.v1.StatsResponse
-	(*ReleaseModuleRequest)(nil),     // 30: nsbroker.v1.ReleaseModuleRequest
-	(*ReleaseModuleResponse)(nil),    // 31: nsbroker.v1.ReleaseModuleResponse
-	(*ResumeModuleRequest)(nil),      // 32: nsbroker.v1.ResumeModuleRequest
-	(*ResumeModuleResponse)(nil),     // 33: nsbroker.v1.ResumeModuleResponse
-	nil,                              // 34: nsbroker.v1.PublishStreamResponse.LastSeqEntry
-	(*timestamppb.Timestamp)(nil),    // 35: google.protobuf.Timestamp
+	(*ResumePoint)(nil),              // 22: nsbroker.v1.ResumePoint
+	(*SubscribeResponse)(nil),        // 23: nsbroker.v1.SubscribeResponse
+	(*Event)(nil),                    // 24: nsbroker.v1.Event
+	(*Gap)(nil),                      // 25: nsbroker.v1.Gap
+	(*StatsRequest)(nil),             // 26: nsbroker.v1.StatsRequest
+	(*KernelCounters)(nil),           // 27: nsbroker.v1.KernelCounters
+	(*DaemonCounters)(nil),           // 28: nsbroker.v1.DaemonCounters
+	(*NamespaceStats)(nil),           // 29: nsbroker.v1.NamespaceStats
+	(*StatsResponse)(nil),            // 30: nsbroker.v1.StatsResponse
+	(*ReleaseModuleRequest)(nil),     // 31: nsbroker.v1.ReleaseModuleRequest
+	(*ReleaseModuleResponse)(nil),    // 32: nsbroker.v1.ReleaseModuleResponse
+	(*ResumeModuleRequest)(nil),      // 33: nsbroker.v1.ResumeModuleRequest
+	(*ResumeModuleResponse)(nil),     // 34: nsbroker.v1.ResumeModuleResponse
+	nil,                              // 35: nsbroker.v1.PublishStreamResponse.LastSeqEntry
+	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
 }
 var file_nsbroker_v1_broker_proto_depIdxs = []int32{
 	3,  // 0: nsbroker.v1.Namespace.ref:type_name -> nsbroker.v1.NamespaceRef
 	0,  // 1: nsbroker.v1.Namespace.state:type_name -> nsbroker.v1.NamespaceState
-	35, // 2: nsbroker.v1.Namespace.attached_at:type_name -> google.protobuf.Timestamp
+	36, // 2: nsbroker.v1.Namespace.attached_at:type_name -> google.protobuf.Timestamp
 	4,  // 3: nsbroker.v1.ListNamespacesResponse.namespaces:type_name -> nsbroker.v1.Namespace
 	3,  // 4: nsbroker.v1.AttachNamespaceRequest.ref:type_name -> nsbroker.v1.NamespaceRef
 	8,  // 5: nsbroker.v1.AttachNamespacesRequest.namespaces:type_name -> nsbroker.v1.AttachNamespaceRequest
@@ -2347,47 +2472,48 @@ var file_nsbroker_v1_broker_proto_depIdxs = []int32{
 	4,  // 7: nsbroker.v1.AttachResult.namespace:type_name -> nsbroker.v1.Namespace
 	2,  // 8: nsbroker.v1.NamespaceEvent.kind:type_name -> nsbroker.v1.NamespaceEvent.Kind
 	4,  // 9: nsbroker.v1.NamespaceEvent.namespace:type_name -> nsbroker.v1.Namespace
-	34, // 10: nsbroker.v1.PublishStreamResponse.last_seq:type_name -> nsbroker.v1.PublishStreamResponse.LastSeqEntry
-	23, // 11: nsbroker.v1.SubscribeResponse.event:type_name -> nsbroker.v1.Event
-	24, // 12: nsbroker.v1.SubscribeResponse.gap:type_name -> nsbroker.v1.Gap
-	35, // 13: nsbroker.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	1,  // 14: nsbroker.v1.Gap.reason:type_name -> nsbroker.v1.LossReason
-	26, // 15: nsbroker.v1.NamespaceStats.kernel:type_name -> nsbroker.v1.KernelCounters
-	27, // 16: nsbroker.v1.NamespaceStats.daemon:type_name -> nsbroker.v1.DaemonCounters
-	28, // 17: nsbroker.v1.StatsResponse.namespaces:type_name -> nsbroker.v1.NamespaceStats
-	4,  // 18: nsbroker.v1.ReleaseModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
-	4,  // 19: nsbroker.v1.ResumeModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
-	5,  // 20: nsbroker.v1.Broker.ListNamespaces:input_type -> nsbroker.v1.ListNamespacesRequest
-	7,  // 21: nsbroker.v1.Broker.GetNamespace:input_type -> nsbroker.v1.GetNamespaceRequest
-	8,  // 22: nsbroker.v1.Broker.AttachNamespace:input_type -> nsbroker.v1.AttachNamespaceRequest
-	9,  // 23: nsbroker.v1.Broker.AttachNamespaces:input_type -> nsbroker.v1.AttachNamespacesRequest
-	12, // 24: nsbroker.v1.Broker.DetachNamespace:input_type -> nsbroker.v1.DetachNamespaceRequest
-	14, // 25: nsbroker.v1.Broker.WatchNamespaces:input_type -> nsbroker.v1.WatchNamespacesRequest
-	16, // 26: nsbroker.v1.Broker.Echo:input_type -> nsbroker.v1.EchoRequest
-	18, // 27: nsbroker.v1.Broker.Publish:input_type -> nsbroker.v1.PublishRequest
-	18, // 28: nsbroker.v1.Broker.PublishStream:input_type -> nsbroker.v1.PublishRequest
-	21, // 29: nsbroker.v1.Broker.Subscribe:input_type -> nsbroker.v1.SubscribeRequest
-	25, // 30: nsbroker.v1.Broker.Stats:input_type -> nsbroker.v1.StatsRequest
-	30, // 31: nsbroker.v1.Broker.ReleaseModule:input_type -> nsbroker.v1.ReleaseModuleRequest
-	32, // 32: nsbroker.v1.Broker.ResumeModule:input_type -> nsbroker.v1.ResumeModuleRequest
-	6,  // 33: nsbroker.v1.Broker.ListNamespaces:output_type -> nsbroker.v1.ListNamespacesResponse
-	4,  // 34: nsbroker.v1.Broker.GetNamespace:output_type -> nsbroker.v1.Namespace
-	4,  // 35: nsbroker.v1.Broker.AttachNamespace:output_type -> nsbroker.v1.Namespace
-	10, // 36: nsbroker.v1.Broker.AttachNamespaces:output_type -> nsbroker.v1.AttachNamespacesResponse
-	13, // 37: nsbroker.v1.Broker.DetachNamespace:output_type -> nsbroker.v1.DetachNamespaceResponse
-	15, // 38: nsbroker.v1.Broker.WatchNamespaces:output_type -> nsbroker.v1.NamespaceEvent
-	17, // 39: nsbroker.v1.Broker.Echo:output_type -> nsbroker.v1.EchoResponse
-	19, // 40: nsbroker.v1.Broker.Publish:output_type -> nsbroker.v1.PublishResponse
-	20, // 41: nsbroker.v1.Broker.PublishStream:output_type -> nsbroker.v1.PublishStreamResponse
-	22, // 42: nsbroker.v1.Broker.Subscribe:output_type -> nsbroker.v1.SubscribeResponse
-	29, // 43: nsbroker.v1.Broker.Stats:output_type -> nsbroker.v1.StatsResponse
-	31, // 44: nsbroker.v1.Broker.ReleaseModule:output_type -> nsbroker.v1.ReleaseModuleResponse
-	33, // 45: nsbroker.v1.Broker.ResumeModule:output_type -> nsbroker.v1.ResumeModuleResponse
-	33, // [33:46] is the sub-list for method output_type
-	20, // [20:33] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	35, // 10: nsbroker.v1.PublishStreamResponse.last_seq:type_name -> nsbroker.v1.PublishStreamResponse.LastSeqEntry
+	22, // 11: nsbroker.v1.SubscribeRequest.resume:type_name -> nsbroker.v1.ResumePoint
+	24, // 12: nsbroker.v1.SubscribeResponse.event:type_name -> nsbroker.v1.Event
+	25, // 13: nsbroker.v1.SubscribeResponse.gap:type_name -> nsbroker.v1.Gap
+	36, // 14: nsbroker.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	1,  // 15: nsbroker.v1.Gap.reason:type_name -> nsbroker.v1.LossReason
+	27, // 16: nsbroker.v1.NamespaceStats.kernel:type_name -> nsbroker.v1.KernelCounters
+	28, // 17: nsbroker.v1.NamespaceStats.daemon:type_name -> nsbroker.v1.DaemonCounters
+	29, // 18: nsbroker.v1.StatsResponse.namespaces:type_name -> nsbroker.v1.NamespaceStats
+	4,  // 19: nsbroker.v1.ReleaseModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	4,  // 20: nsbroker.v1.ResumeModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	5,  // 21: nsbroker.v1.Broker.ListNamespaces:input_type -> nsbroker.v1.ListNamespacesRequest
+	7,  // 22: nsbroker.v1.Broker.GetNamespace:input_type -> nsbroker.v1.GetNamespaceRequest
+	8,  // 23: nsbroker.v1.Broker.AttachNamespace:input_type -> nsbroker.v1.AttachNamespaceRequest
+	9,  // 24: nsbroker.v1.Broker.AttachNamespaces:input_type -> nsbroker.v1.AttachNamespacesRequest
+	12, // 25: nsbroker.v1.Broker.DetachNamespace:input_type -> nsbroker.v1.DetachNamespaceRequest
+	14, // 26: nsbroker.v1.Broker.WatchNamespaces:input_type -> nsbroker.v1.WatchNamespacesRequest
+	16, // 27: nsbroker.v1.Broker.Echo:input_type -> nsbroker.v1.EchoRequest
+	18, // 28: nsbroker.v1.Broker.Publish:input_type -> nsbroker.v1.PublishRequest
+	18, // 29: nsbroker.v1.Broker.PublishStream:input_type -> nsbroker.v1.PublishRequest
+	21, // 30: nsbroker.v1.Broker.Subscribe:input_type -> nsbroker.v1.SubscribeRequest
+	26, // 31: nsbroker.v1.Broker.Stats:input_type -> nsbroker.v1.StatsRequest
+	31, // 32: nsbroker.v1.Broker.ReleaseModule:input_type -> nsbroker.v1.ReleaseModuleRequest
+	33, // 33: nsbroker.v1.Broker.ResumeModule:input_type -> nsbroker.v1.ResumeModuleRequest
+	6,  // 34: nsbroker.v1.Broker.ListNamespaces:output_type -> nsbroker.v1.ListNamespacesResponse
+	4,  // 35: nsbroker.v1.Broker.GetNamespace:output_type -> nsbroker.v1.Namespace
+	4,  // 36: nsbroker.v1.Broker.AttachNamespace:output_type -> nsbroker.v1.Namespace
+	10, // 37: nsbroker.v1.Broker.AttachNamespaces:output_type -> nsbroker.v1.AttachNamespacesResponse
+	13, // 38: nsbroker.v1.Broker.DetachNamespace:output_type -> nsbroker.v1.DetachNamespaceResponse
+	15, // 39: nsbroker.v1.Broker.WatchNamespaces:output_type -> nsbroker.v1.NamespaceEvent
+	17, // 40: nsbroker.v1.Broker.Echo:output_type -> nsbroker.v1.EchoResponse
+	19, // 41: nsbroker.v1.Broker.Publish:output_type -> nsbroker.v1.PublishResponse
+	20, // 42: nsbroker.v1.Broker.PublishStream:output_type -> nsbroker.v1.PublishStreamResponse
+	23, // 43: nsbroker.v1.Broker.Subscribe:output_type -> nsbroker.v1.SubscribeResponse
+	30, // 44: nsbroker.v1.Broker.Stats:output_type -> nsbroker.v1.StatsResponse
+	32, // 45: nsbroker.v1.Broker.ReleaseModule:output_type -> nsbroker.v1.ReleaseModuleResponse
+	34, // 46: nsbroker.v1.Broker.ResumeModule:output_type -> nsbroker.v1.ResumeModuleResponse
+	34, // [34:47] is the sub-list for method output_type
+	21, // [21:34] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_nsbroker_v1_broker_proto_init() }
@@ -2400,7 +2526,7 @@ func file_nsbroker_v1_broker_proto_init() {
 		(*NamespaceRef_Path)(nil),
 		(*NamespaceRef_Pid)(nil),
 	}
-	file_nsbroker_v1_broker_proto_msgTypes[19].OneofWrappers = []any{
+	file_nsbroker_v1_broker_proto_msgTypes[20].OneofWrappers = []any{
 		(*SubscribeResponse_Event)(nil),
 		(*SubscribeResponse_Gap)(nil),
 	}
@@ -2410,7 +2536,7 @@ func file_nsbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nsbroker_v1_broker_proto_rawDesc), len(file_nsbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -17,7 +17,8 @@ const (
 	msgPublish uint16 = 0x11 // NSB_MSG_PUBLISH
 	msgEvent   uint16 = 0x12 // NSB_MSG_EVENT
 	msgStats   uint16 = 0x13 // NSB_MSG_STATS
-	msgMax            = msgStats
+	msgGroups  uint16 = 0x14 // NSB_MSG_GROUPS
+	msgMax            = msgGroups
 )
 
 // Attributes (enum nsb_attr).
@@ -35,7 +36,8 @@ const (
 	attrStats                      // NSB_A_STATS
 	attrInstances                  // NSB_A_INSTANCES
 	attrInstanceID                 // NSB_A_INSTANCE_ID
-	attrMax          = attrInstanceID
+	attrGroupSeq                   // NSB_A_GROUP_SEQ
+	attrMax          = attrGroupSeq
 )
 
 // Counters nested in NSB_A_STATS (enum nsb_stats_attr).

@@ -53,9 +53,9 @@ type childResult struct {
 
 // childReport is what the unprivileged child prints.
 type childReport struct {
-	UID, EUID                  int
-	Echo, Stats, Publish, Join childResult
-	Forge                      childResult // an EVENT sent straight to group 1
+	UID, EUID                          int
+	Echo, Stats, Groups, Publish, Join childResult
+	Forge                              childResult // an EVENT sent straight to group 1
 }
 
 func runChild(mode string) error {
@@ -96,6 +96,12 @@ func childTryAll(unit int) error {
 			r.Errno, r.Msg = -1, err.Error()
 		case len(msgs) != 1:
 			r.Errno, r.Msg = -1, fmt.Sprintf("%d replies", len(msgs))
+		case typ == msgGroups:
+			// GROUPS repeats NSB_A_GROUP_SEQ, which parseBody refuses.
+			r.Inum = groupsInum(msgs[0])
+			if r.Inum == 0 {
+				r.Errno, r.Msg = -1, "GROUPS reply without NSB_A_NETNS_INUM"
+			}
 		default:
 			a, err := parseBody(msgs[0])
 			if err != nil || len(a[attrNetnsInum]) != 4 {
@@ -111,6 +117,7 @@ func childTryAll(unit int) error {
 		EUID:    os.Geteuid(),
 		Echo:    try(msgEcho, body(attr(attrPayload, []byte("unprivileged")))),
 		Stats:   try(msgStats, body()),
+		Groups:  try(msgGroups, body()),
 		Publish: try(msgPublish, body(attr(attrGroup, u32(1)), attr(attrPayload, []byte("x")))),
 	}
 	if err := c.JoinGroup(1); err != nil {
@@ -125,6 +132,23 @@ func childTryAll(unit int) error {
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(rep)
+}
+
+// groupsInum returns the NSB_A_NETNS_INUM of a GROUPS reply, 0 if none.
+func groupsInum(m netlink.Message) uint32 {
+	if len(m.Data) < nsbHdrLen {
+		return 0
+	}
+	ad, err := netlink.NewAttributeDecoder(m.Data[nsbHdrLen:])
+	if err != nil {
+		return 0
+	}
+	for ad.Next() {
+		if ad.Type() == attrNetnsInum {
+			return ad.Uint32()
+		}
+	}
+	return 0
 }
 
 // forgeEvent sends a fake EVENT of group straight to the group's members,

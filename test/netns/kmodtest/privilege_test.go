@@ -10,7 +10,7 @@ import (
 )
 
 // TestIntegrationUnprivileged: a process without capabilities may ECHO and
-// ask for STATS, but PUBLISH is refused with EPERM (before anything is
+// ask for STATS and GROUPS, but PUBLISH is refused with EPERM (before anything is
 // multicast or numbered), and the kernel lets it neither join a group nor
 // send to one directly.
 func TestIntegrationUnprivileged(t *testing.T) {
@@ -23,8 +23,8 @@ func TestIntegrationUnprivileged(t *testing.T) {
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("child's report %q: %v", out, err)
 	}
-	t.Logf("child uid %d euid %d: echo %+v, stats %+v, publish %+v, join %+v, sendto group %+v",
-		rep.UID, rep.EUID, rep.Echo, rep.Stats, rep.Publish, rep.Join, rep.Forge)
+	t.Logf("child uid %d euid %d: echo %+v, stats %+v, groups %+v, publish %+v, join %+v, sendto group %+v",
+		rep.UID, rep.EUID, rep.Echo, rep.Stats, rep.Groups, rep.Publish, rep.Join, rep.Forge)
 	if rep.UID != nobody || rep.EUID != nobody {
 		t.Fatalf("child ran as uid %d euid %d, want %d", rep.UID, rep.EUID, nobody)
 	}
@@ -35,6 +35,9 @@ func TestIntegrationUnprivileged(t *testing.T) {
 	}
 	if rep.Stats.Errno != 0 || rep.Stats.Inum != inInit {
 		t.Errorf("unprivileged STATS: errno %d %q inode %d, want success from inode %d", rep.Stats.Errno, rep.Stats.Msg, rep.Stats.Inum, inInit)
+	}
+	if rep.Groups.Errno != 0 || rep.Groups.Inum != inInit {
+		t.Errorf("unprivileged GROUPS: errno %d %q inode %d, want success from inode %d", rep.Groups.Errno, rep.Groups.Msg, rep.Groups.Inum, inInit)
 	}
 	if unix.Errno(rep.Publish.Errno) != unix.EPERM || rep.Publish.Msg != msgNeedsNetAdmn {
 		t.Errorf("unprivileged PUBLISH: errno %d %q, want EPERM (%d) %q", rep.Publish.Errno, rep.Publish.Msg, int(unix.EPERM), msgNeedsNetAdmn)

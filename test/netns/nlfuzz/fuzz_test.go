@@ -613,9 +613,9 @@ func (f *fuzz) summary(t *testing.T, took time.Duration) {
 	t.Logf("datagrams by kind: %s; %d of them in %d short-lived namespaces",
 		strings.Join(kinds, ", "), f.churner.counts.sentTotal(), all.flashes)
 	t.Logf("sendmsg errors: %s", formatErrnos(all.sendErrs, "none"))
-	t.Logf("answers: ECHO %d, PUBLISH %d, STATS %d, EVENT %d; NLMSG_ERROR: %s; no answer %d; ENOBUFS %d",
+	t.Logf("answers: ECHO %d, PUBLISH %d, STATS %d, GROUPS %d, EVENT %d; NLMSG_ERROR: %s; no answer %d; ENOBUFS %d",
 		all.replies[family.MsgEcho], all.replies[family.MsgPublish], all.replies[family.MsgStats],
-		all.replies[family.MsgEvent], formatErrnos(all.errnos, "none"), all.silent, all.overruns)
+		all.replies[family.MsgGroups], all.replies[family.MsgEvent], formatErrnos(all.errnos, "none"), all.silent, all.overruns)
 	var joins []string
 	for op, n := range all.joins {
 		joins = append(joins, fmt.Sprintf("%s %d", op, n))

@@ -41,7 +41,7 @@ var (
 		family.PayloadMax + 1, family.PayloadMax + 4}
 	edgeAttrTypes = []uint16{family.AttrUnspec, family.AttrPad, family.AttrMax, family.AttrMax + 1,
 		nlaTypeMask, nlaTypeMask - 1, 0xffff}
-	requestTypes = []uint16{family.MsgEcho, family.MsgPublish, family.MsgStats}
+	requestTypes = []uint16{family.MsgEcho, family.MsgPublish, family.MsgStats, family.MsgGroups}
 )
 
 // generator makes datagrams from one deterministic random stream: the

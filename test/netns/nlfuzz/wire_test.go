@@ -126,7 +126,7 @@ func checkMessage(typ uint16, data []byte, inum uint32, crossNetns bool) (answer
 			return a, fmt.Errorf("errno %d (%v) is not one the protocol documents", a.errno, a.errno)
 		}
 		return a, nil
-	case family.MsgEcho, family.MsgPublish, family.MsgStats, family.MsgEvent:
+	case family.MsgEcho, family.MsgPublish, family.MsgStats, family.MsgGroups, family.MsgEvent:
 	default:
 		return a, fmt.Errorf("the module sends no such message")
 	}

@@ -35,6 +35,16 @@
  *                              NSB_A_INSTANCES, NSB_A_NETNS_INUM,
  *                              NSB_A_INSTANCE_ID (changes when the module is
  *                              reloaded: sequence numbers then restart at 1)
+ *   NSB_MSG_GROUPS   request:  no attributes
+ *                    reply:    NSB_A_NETNS_INUM, NSB_A_INSTANCE_ID, and one
+ *                              NSB_A_GROUP_SEQ per group 1..NSB_GROUPS, in
+ *                              order, each nesting NSB_A_GROUP and NSB_A_SEQ:
+ *                              the last number that group multicast (0: none
+ *                              yet).  Each number is read under the group's
+ *                              lock, so every EVENT it counts was queued to
+ *                              (or dropped by) the requester's socket before
+ *                              the reply: a requester that is a member knows
+ *                              at the reply which numbers it lost.
  *
  * Errors come back as NLMSG_ERROR with a negative errno; with
  * NETLINK_EXT_ACK set on the socket they carry a message and, where an
@@ -44,7 +54,8 @@
  *   -EPROTONOSUPPORT  nsb_msghdr.version is not NSB_VERSION
  *   -EINVAL           truncated family header, non-zero header flags or
  *                     reserved bits, missing, unknown or malformed
- *                     attribute, attribute of the wrong length
+ *                     attribute, attribute of the wrong length, any
+ *                     attribute in STATS or GROUPS
  *   -ERANGE           NSB_A_GROUP outside 1..NSB_GROUPS, NSB_A_PAYLOAD
  *                     longer than NSB_PAYLOAD_MAX
  *   -EPERM            PUBLISH without CAP_NET_ADMIN
@@ -81,6 +92,7 @@ enum nsb_msg_type {
 	NSB_MSG_PUBLISH,
 	NSB_MSG_EVENT,
 	NSB_MSG_STATS,
+	NSB_MSG_GROUPS,
 
 	__NSB_MSG_LAST,
 };
@@ -101,6 +113,7 @@ enum nsb_attr {
 	NSB_A_STATS,		/* nested, NSB_STATS_A_* */
 	NSB_A_INSTANCES,	/* u32, live per-namespace instances, module-wide */
 	NSB_A_INSTANCE_ID,	/* u64, random, new for every per-namespace instance */
+	NSB_A_GROUP_SEQ,	/* nested: NSB_A_GROUP, NSB_A_SEQ (last numbered) */
 
 	__NSB_A_LAST,
 };
