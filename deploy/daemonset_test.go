@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
@@ -199,7 +200,7 @@ func TestDaemonSet(t *testing.T) {
 			t.Errorf("%s probe timeoutSeconds %d, want more than nsbrokerctl's 5s", name, p.TimeoutSeconds)
 		}
 	}
-	if ds.Spec.Template.Spec.TerminationGracePeriodSeconds == nil || *ds.Spec.Template.Spec.TerminationGracePeriodSeconds <= 10 {
-		t.Errorf("terminationGracePeriodSeconds %v, want more than the daemon's 10s shutdown timeout", ds.Spec.Template.Spec.TerminationGracePeriodSeconds)
+	if grace, stop := ds.Spec.Template.Spec.TerminationGracePeriodSeconds, daemon.Defaults().ShutdownTimeout; grace == nil || time.Duration(*grace)*time.Second <= stop {
+		t.Errorf("terminationGracePeriodSeconds %v, want more than the daemon's %v shutdown timeout", grace, stop)
 	}
 }
