@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -327,6 +328,38 @@ func TestSubscribeResume(t *testing.T) {
 	}
 }
 
+// --follow: the daemon cuts the stream (as when it restarts); nsbrokerctl
+// subscribes again and prints a gap for what it missed meanwhile.
+func TestSubscribeFollow(t *testing.T) {
+	items := subscribeItems()
+	shutdown := status.Error(codes.Unavailable, "server shutting down")
+	// The second stream starts at seq 9: 6..8 were published meanwhile.
+	nine := proto.Clone(items[2]).(*nsbrokerv1.SubscribeResponse)
+	nine.GetEvent().Seq = 9
+	f := &fakeBroker{subscribeItems: items[:3], subscribeEnd: shutdown, subscribeAgain: []*nsbrokerv1.SubscribeResponse{nine}}
+	sock := serve(t, f)
+	ctl(t, "", "--socket", sock, "subscribe", "--group", "2", "--follow", "--count", "3").want(t, ExitOK,
+		`event ns=red group=2 seq=1 inode=4026532001 sender=77 epoch=1 time=2026-11-27T12:00:00.123456789Z payload="one"
+gap ns=red group=2 seq=2-4 count=3 reason=queue_full
+event ns=red group=2 seq=5 inode=4026532001 sender=77 epoch=1 time=2026-11-27T12:00:00.123456789Z payload="five"
+gap ns=red group=2 seq=6-8 count=3 reason=reconnect
+event ns=red group=2 seq=9 inode=4026532001 sender=77 epoch=1 time=2026-11-27T12:00:00.123456789Z payload="five"
+`, "")
+	f.mu.Lock()
+	calls := f.subscribes
+	f.mu.Unlock()
+	if calls != 2 {
+		t.Errorf("%d Subscribe calls, want 2", calls)
+	}
+
+	// Without --follow the stream's end is the command's.
+	f = &fakeBroker{subscribeItems: items[:1], subscribeEnd: shutdown, subscribeAgain: items[2:3]}
+	sock = serve(t, f)
+	ctl(t, "", "--socket", sock, "subscribe", "--group", "2", "--json").want(t, ExitFailed,
+		`{"event":{"namespace":"red","group":2,"seq":1,"payload":"b25l","netns_inode":4026532001,"sender_portid":77,"timestamp":"2026-11-27T12:00:00.123456789Z","epoch":1,"instance":0}}
+`, "nsbrokerctl: subscribe: unavailable: server shutting down\n")
+}
+
 func TestSubscribeJSON(t *testing.T) {
 	sock := serve(t, &fakeBroker{subscribeItems: subscribeItems()[:2]})
 	ctl(t, "", "--socket", sock, "subscribe", "--group", "2", "--json", "--count", "1").want(t, ExitOK,
@@ -542,22 +575,5 @@ func TestWriteError(t *testing.T) {
 		strings.NewReader(""), brokenWriter{}, &stderr)
 	if code != ExitFailed || stderr.String() != "nsbrokerctl: subscribe: io: read/write on closed pipe\n" {
 		t.Errorf("got exit %d, stderr %q; want exit 1 and the write error", code, stderr.String())
-	}
-}
-
-func TestCodeText(t *testing.T) {
-	for c, want := range map[codes.Code]string{
-		codes.NotFound:          "not found",
-		codes.PermissionDenied:  "permission denied",
-		codes.InvalidArgument:   "invalid argument",
-		codes.Unavailable:       "unavailable",
-		codes.ResourceExhausted: "resource exhausted",
-		codes.AlreadyExists:     "already exists",
-		codes.Aborted:           "aborted",
-		codes.DeadlineExceeded:  "deadline exceeded",
-	} {
-		if got := codeText(c); got != want {
-			t.Errorf("codeText(%v) = %q, want %q", c, got, want)
-		}
 	}
 }

@@ -30,15 +30,17 @@ type fakeBroker struct {
 	// Set before the server starts.
 	subscribeItems []*nsbrokerv1.SubscribeResponse // sent by Subscribe
 	subscribeEnd   error                           // then returned; nil: wait for the client to go
+	subscribeAgain []*nsbrokerv1.SubscribeResponse // if set, sent by every later Subscribe, which then waits
 	streamLimit    int                             // PublishStream fails after this many; 0: never
 	blockEcho      bool                            // Echo waits for the deadline
 
-	mu        sync.Mutex
-	seq       map[string]uint64                    // guarded by mu: last seq per "ns/group"
-	requests  []proto.Message                      // guarded by mu: every request, in order
-	streamed  []*nsbrokerv1.PublishRequest         // guarded by mu: PublishStream requests
-	attached  []*nsbrokerv1.AttachNamespaceRequest // guarded by mu
-	subscribe *nsbrokerv1.SubscribeRequest         // guarded by mu: the last one
+	mu         sync.Mutex
+	seq        map[string]uint64                    // guarded by mu: last seq per "ns/group"
+	requests   []proto.Message                      // guarded by mu: every request, in order
+	streamed   []*nsbrokerv1.PublishRequest         // guarded by mu: PublishStream requests
+	attached   []*nsbrokerv1.AttachNamespaceRequest // guarded by mu
+	subscribe  *nsbrokerv1.SubscribeRequest         // guarded by mu: the last one
+	subscribes int                                  // guarded by mu: Subscribe calls
 }
 
 var namespaces = map[string]*nsbrokerv1.Namespace{
@@ -207,17 +209,22 @@ func (f *fakeBroker) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.
 func (f *fakeBroker) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerStreamingServer[nsbrokerv1.SubscribeResponse]) error {
 	f.mu.Lock()
 	f.subscribe = req
+	f.subscribes++
+	items, end := f.subscribeItems, f.subscribeEnd
+	if f.subscribes > 1 && f.subscribeAgain != nil {
+		items, end = f.subscribeAgain, nil
+	}
 	f.mu.Unlock()
 	if _, err := f.lookup(req.GetNamespace()); err != nil {
 		return err
 	}
-	for _, item := range f.subscribeItems {
+	for _, item := range items {
 		if err := stream.Send(item); err != nil {
 			return err
 		}
 	}
-	if f.subscribeEnd != nil {
-		return f.subscribeEnd
+	if end != nil {
+		return end
 	}
 	<-stream.Context().Done()
 	return stream.Context().Err()

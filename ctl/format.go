@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/nsbroker/nsbroker/client"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
@@ -186,15 +187,24 @@ func eventOut(e *nsbrokerv1.Event) *eventJSON {
 	}
 }
 
-func gapOut(g *nsbrokerv1.Gap) *gapJSON {
+func gapOut(g *client.Gap) *gapJSON {
 	return &gapJSON{
-		Namespace: g.GetNamespace(),
-		Group:     g.GetGroup(),
-		FromSeq:   g.GetFromSeq(),
-		ToSeq:     g.GetToSeq(),
-		Reason:    reasonWord(g.GetReason()),
-		Instance:  g.GetInstance(),
+		Namespace: g.Namespace,
+		Group:     g.Group,
+		FromSeq:   g.From,
+		ToSeq:     g.To,
+		Reason:    gapReason(g),
+		Instance:  g.Instance,
 	}
+}
+
+// gapReason is the daemon's reason in a word, or "reconnect" for a gap
+// that the client found across a reconnect (subscribe --follow).
+func gapReason(g *client.Gap) string {
+	if g.Reconnect {
+		return "reconnect"
+	}
+	return reasonWord(g.Reason)
 }
 
 // The text output: one line per item, key=value, payloads quoted.
@@ -205,13 +215,12 @@ func eventText(e *nsbrokerv1.Event) string {
 		e.GetEpoch(), timeString(e.GetTimestamp()), e.GetPayload())
 }
 
-func gapText(g *nsbrokerv1.Gap) string {
-	missing := fmt.Sprintf("seq=%d-%d count=%d", g.GetFromSeq(), g.GetToSeq(), g.GetToSeq()-g.GetFromSeq()+1)
-	if g.GetToSeq() == 0 {
-		missing = fmt.Sprintf("seq=%d- count=unknown", g.GetFromSeq())
+func gapText(g *client.Gap) string {
+	missing := fmt.Sprintf("seq=%d-%d count=%d", g.From, g.To, g.Count())
+	if g.To == 0 {
+		missing = fmt.Sprintf("seq=%d- count=unknown", g.From)
 	}
-	return fmt.Sprintf("gap ns=%s group=%d %s reason=%s",
-		g.GetNamespace(), g.GetGroup(), missing, reasonWord(g.GetReason()))
+	return fmt.Sprintf("gap ns=%s group=%d %s reason=%s", g.Namespace, g.Group, missing, gapReason(g))
 }
 
 func namespaceEventText(ev *nsbrokerv1.NamespaceEvent) string {

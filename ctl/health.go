@@ -16,18 +16,17 @@ func cmdHealth(c *cli, args []string) error {
 	if err := f.parseNone(args); err != nil {
 		return err
 	}
-	conn, err := c.connectConn()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer cl.Close()
 	ctx, cancel := c.withTimeout(c.ctx)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
+	st, err := cl.Health(ctx, *service)
 	if err != nil {
 		return rpcErr(err)
 	}
-	st := resp.GetStatus()
 	fmt.Fprintln(c.stdout, st)
 	if st != healthpb.HealthCheckResponse_SERVING {
 		return fmt.Errorf("not serving: %v", st)

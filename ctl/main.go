@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/nsbroker/nsbroker/client"
 )
 
 // Exit statuses.
@@ -45,7 +47,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	err := c.main(args)
 	var (
 		uerr *usageError
-		cerr *connectError
+		cerr *client.ConnectError
 	)
 	switch {
 	case err == nil:
@@ -61,7 +63,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", help)
 		return ExitUsage
 	case errors.As(err, &cerr):
-		fmt.Fprintf(stderr, "%s: cannot connect to %s: %v\n", prog, cerr.addr, cerr.err)
+		fmt.Fprintf(stderr, "%s: %v\n", prog, cerr)
 		return ExitConnect
 	default:
 		fmt.Fprintf(stderr, "%s: %v\n", c.label(), err)
@@ -128,7 +130,7 @@ var commands = []command{
 	{"ns watch", "[--json] [--count K]", "print the attached namespaces, then every change", cmdNsWatch},
 	{"echo", "[--namespace N] [--json] PAYLOAD...", "send a payload to the module and print its reply", cmdEcho},
 	{"publish", "[--namespace N] --group G [--json] [PAYLOAD...|-]", "publish payloads; none or -: stdin, one per line", cmdPublish},
-	{"subscribe", "[--namespace N] --group G[,G...] [--json] [--count K]", "print events and gaps as they arrive", cmdSubscribe},
+	{"subscribe", "[--namespace N] --group G[,G...] [--json] [--count K] [--follow]", "print events and gaps as they arrive", cmdSubscribe},
 	{"stats", "[--namespace N] [--json]", "print the module's and the daemon's counters", cmdStats},
 	{"health", "[--service S]", "print the daemon's health; exit 0 only when SERVING (a probe)", cmdHealth},
 	{"module release", "[--json]", "close the daemon's module connections so the module can be unloaded", cmdModuleRelease},

@@ -15,12 +15,12 @@ func cmdModuleRelease(c *cli, args []string) error {
 	if err := f.parseNone(args); err != nil {
 		return err
 	}
-	client, ctx, done, err := c.unary()
+	broker, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	resp, err := client.ReleaseModule(ctx, &nsbrokerv1.ReleaseModuleRequest{})
+	resp, err := broker.ReleaseModule(ctx, &nsbrokerv1.ReleaseModuleRequest{})
 	if err != nil {
 		return rpcErr(err)
 	}
@@ -36,12 +36,12 @@ func cmdModuleResume(c *cli, args []string) error {
 	if err := f.parseNone(args); err != nil {
 		return err
 	}
-	client, ctx, done, err := c.unary()
+	broker, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	resp, err := client.ResumeModule(ctx, &nsbrokerv1.ResumeModuleRequest{Wait: *wait})
+	resp, err := broker.ResumeModule(ctx, &nsbrokerv1.ResumeModuleRequest{Wait: *wait})
 	if err != nil {
 		return rpcErr(err)
 	}

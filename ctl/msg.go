@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nsbroker/nsbroker/client"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
@@ -27,12 +28,12 @@ func cmdEcho(c *cli, args []string) error {
 	if len(pos) == 0 {
 		return usagef("PAYLOAD missing")
 	}
-	client, ctx, done, err := c.unary()
+	broker, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	resp, err := client.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: *ns, Payload: []byte(strings.Join(pos, " "))})
+	resp, err := broker.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: *ns, Payload: []byte(strings.Join(pos, " "))})
 	if err != nil {
 		return rpcErr(err)
 	}
@@ -60,17 +61,17 @@ func cmdPublish(c *cli, args []string) error {
 		return usagef("want exactly one --group, got %d", len(groups))
 	}
 	fromStdin := len(pos) == 0 || (len(pos) == 1 && pos[0] == "-")
-	client, done, err := c.connect()
+	broker, done, err := c.connect()
 	if err != nil {
 		return err
 	}
 	defer done()
 	if fromStdin {
-		return c.publishStream(client, *ns, groups[0], *asJSON)
+		return c.publishStream(broker, *ns, groups[0], *asJSON)
 	}
 	for _, p := range pos {
 		ctx, cancel := c.withTimeout(c.ctx)
-		resp, err := client.Publish(ctx, &nsbrokerv1.PublishRequest{Namespace: *ns, Group: groups[0], Payload: []byte(p)})
+		resp, err := broker.Publish(ctx, &nsbrokerv1.PublishRequest{Namespace: *ns, Group: groups[0], Payload: []byte(p)})
 		cancel()
 		if err != nil {
 			return rpcErr(err)
@@ -90,8 +91,8 @@ func cmdPublish(c *cli, args []string) error {
 
 // publishStream publishes every line of stdin (without its newline) in
 // one PublishStream.
-func (c *cli) publishStream(client nsbrokerv1.BrokerClient, ns string, group uint32, asJSON bool) error {
-	stream, err := client.PublishStream(c.ctx)
+func (c *cli) publishStream(broker nsbrokerv1.BrokerClient, ns string, group uint32, asJSON bool) error {
+	stream, err := broker.PublishStream(c.ctx)
 	if err != nil {
 		return rpcErr(err)
 	}
@@ -143,38 +144,43 @@ func cmdSubscribe(c *cli, args []string) error {
 	count := f.cmd.Uint64("count", 0, "exit after `K` events, not counting gaps (0: run until interrupted)")
 	var resume resumeFlag
 	f.cmd.Var(&resume, "resume", "start after `GROUP:INSTANCE:SEQ` (the instance and seq of the last event or gap seen); repeatable")
+	follow := f.cmd.Bool("follow", false,
+		"when the stream or the connection breaks (daemon restart), reconnect and resume, printing a gap for what could not be replayed")
 	if err := f.parseNone(args); err != nil {
 		return err
 	}
 	if len(groups) == 0 {
 		return usagef("--group is required")
 	}
-	client, done, err := c.connect()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer done()
-	stream, err := client.Subscribe(c.ctx, &nsbrokerv1.SubscribeRequest{Namespace: *ns, Groups: groups, Resume: resume})
+	defer cl.Close()
+	from := client.ResumePoint{}
+	for _, p := range resume {
+		from[p.GetGroup()] = client.Position{Instance: p.GetInstance(), Seq: p.GetSeq()}
+	}
+	sub, err := cl.Subscribe(c.ctx, &client.SubscribeConfig{Namespace: *ns, Groups: groups, From: from, Once: !*follow})
 	if err != nil {
 		return c.streamErr(err)
 	}
+	defer sub.Close()
 	for events := uint64(0); *count == 0 || events < *count; {
-		item, err := stream.Recv()
+		item, err := sub.Recv()
 		if err != nil {
 			return c.streamErr(err)
 		}
 		var line subscribeJSON
 		text := ""
 		switch {
-		case item.GetEvent() != nil:
+		case item.Event != nil:
 			events++
-			line.Event = eventOut(item.GetEvent())
-			text = eventText(item.GetEvent())
-		case item.GetGap() != nil:
-			line.Gap = gapOut(item.GetGap())
-			text = gapText(item.GetGap())
-		default:
-			continue // an item kind this client does not know
+			line.Event = eventOut(item.Event)
+			text = eventText(item.Event)
+		case item.Gap != nil:
+			line.Gap = gapOut(item.Gap)
+			text = gapText(item.Gap)
 		}
 		if *asJSON {
 			err = writeJSON(c.stdout, line)

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/nsbroker/nsbroker/client"
 	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
@@ -20,12 +21,12 @@ func cmdNsList(c *cli, args []string) error {
 	if err := f.parseNone(args); err != nil {
 		return err
 	}
-	client, ctx, done, err := c.unary()
+	broker, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	resp, err := client.ListNamespaces(ctx, &nsbrokerv1.ListNamespacesRequest{})
+	resp, err := broker.ListNamespaces(ctx, &nsbrokerv1.ListNamespacesRequest{})
 	if err != nil {
 		return rpcErr(err)
 	}
@@ -62,12 +63,12 @@ func cmdNsGet(c *cli, args []string) error {
 	if len(pos) == 1 {
 		req.Namespace = pos[0]
 	}
-	client, ctx, done, err := c.unary()
+	broker, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ns, err := client.GetNamespace(ctx, req)
+	ns, err := broker.GetNamespace(ctx, req)
 	if err != nil {
 		return rpcErr(err)
 	}
@@ -97,12 +98,12 @@ func cmdNsAttach(c *cli, args []string) error {
 	if len(refs) > 1 {
 		return c.attachMany(pos, refs, *asJSON)
 	}
-	client, ctx, done, err := c.unary()
+	broker, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	ns, err := client.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: *name, Ref: refs[0]})
+	ns, err := broker.AttachNamespace(ctx, &nsbrokerv1.AttachNamespaceRequest{Name: *name, Ref: refs[0]})
 	if err != nil {
 		return rpcErr(err)
 	}
@@ -117,7 +118,7 @@ const attachBatch = 1000
 // at a time (--timeout bounds each), and prints a line (or a JSON object)
 // per REF. It fails when any of them was not attached.
 func (c *cli) attachMany(args []string, refs []*nsbrokerv1.NamespaceRef, asJSON bool) error {
-	client, closeConn, err := c.connect()
+	broker, closeConn, err := c.connect()
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func (c *cli) attachMany(args []string, refs []*nsbrokerv1.NamespaceRef, asJSON 
 			req.Namespaces = append(req.Namespaces, &nsbrokerv1.AttachNamespaceRequest{Ref: ref})
 		}
 		ctx, cancel := c.withTimeout(c.ctx)
-		resp, err := client.AttachNamespaces(ctx, req)
+		resp, err := broker.AttachNamespaces(ctx, req)
 		cancel()
 		if err != nil {
 			if len(results) > 0 {
@@ -159,7 +160,7 @@ func (c *cli) attachMany(args []string, refs []*nsbrokerv1.NamespaceRef, asJSON 
 		var errText string
 		if r.GetCode() != 0 {
 			failed++
-			errText = codeText(codes.Code(r.GetCode())) + ": " + r.GetMessage()
+			errText = client.CodeText(codes.Code(r.GetCode())) + ": " + r.GetMessage()
 		}
 		if asJSON {
 			res := resultJSON{Ref: args[i], Error: errText}
@@ -222,12 +223,12 @@ func cmdNsDetach(c *cli, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one NAME, got %d arguments", len(pos))
 	}
-	client, ctx, done, err := c.unary()
+	broker, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := client.DetachNamespace(ctx, &nsbrokerv1.DetachNamespaceRequest{Namespace: pos[0]}); err != nil {
+	if _, err := broker.DetachNamespace(ctx, &nsbrokerv1.DetachNamespaceRequest{Namespace: pos[0]}); err != nil {
 		return rpcErr(err)
 	}
 	return nil
@@ -240,12 +241,12 @@ func cmdNsWatch(c *cli, args []string) error {
 	if err := f.parseNone(args); err != nil {
 		return err
 	}
-	client, done, err := c.connect()
+	broker, done, err := c.connect()
 	if err != nil {
 		return err
 	}
 	defer done()
-	stream, err := client.WatchNamespaces(c.ctx, &nsbrokerv1.WatchNamespacesRequest{})
+	stream, err := broker.WatchNamespaces(c.ctx, &nsbrokerv1.WatchNamespacesRequest{})
 	if err != nil {
 		return c.streamErr(err)
 	}

@@ -14,12 +14,12 @@ func cmdStats(c *cli, args []string) error {
 	if err := f.parseNone(args); err != nil {
 		return err
 	}
-	client, ctx, done, err := c.unary()
+	broker, ctx, done, err := c.unary()
 	if err != nil {
 		return err
 	}
 	defer done()
-	resp, err := client.Stats(ctx, &nsbrokerv1.StatsRequest{Namespace: *ns})
+	resp, err := broker.Stats(ctx, &nsbrokerv1.StatsRequest{Namespace: *ns})
 	if err != nil {
 		return rpcErr(err)
 	}

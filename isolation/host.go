@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/nsbroker/nsbroker/client"
 	"github.com/nsbroker/nsbroker/family"
 	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -40,7 +37,7 @@ type HostConfig struct {
 // under /run/netns, and the module in the checker's own namespace.
 type HostEnv struct {
 	cfg    HostConfig
-	conn   *grpc.ClientConn
+	client *client.Client
 	admin  nsbrokerv1.BrokerClient
 	kernel Kernel
 }
@@ -62,19 +59,19 @@ func NewHostEnv(ctx context.Context, cfg *HostConfig) (*HostEnv, error) {
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}
-	conn, err := grpc.NewClient("passthrough:///nsbrokerd-admin",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", c.AdminSocket)
-		}))
+	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	cl, err := client.New(rctx, &client.Config{Endpoint: client.Admin(c.AdminSocket)})
+	var cerr *client.ConnectError
+	if errors.As(err, &cerr) {
+		return nil, fmt.Errorf("nsbrokerd does not answer on %s: %w", c.AdminSocket, cerr.Err)
+	}
 	if err != nil {
 		return nil, err
 	}
-	e := &HostEnv{cfg: c, conn: conn, admin: nsbrokerv1.NewBrokerClient(conn)}
-	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
+	e := &HostEnv{cfg: c, client: cl, admin: cl.Broker()}
 	if _, err := e.admin.ListNamespaces(rctx, &nsbrokerv1.ListNamespacesRequest{}); err != nil {
-		conn.Close()
+		cl.Close()
 		return nil, fmt.Errorf("nsbrokerd does not answer on %s: %s", c.AdminSocket, status.Convert(err).Message())
 	}
 	if k, err := newHostKernel(); err == nil {
@@ -84,7 +81,7 @@ func NewHostEnv(ctx context.Context, cfg *HostConfig) (*HostEnv, error) {
 }
 
 // Close closes the admin connection.
-func (e *HostEnv) Close() error { return e.conn.Close() }
+func (e *HostEnv) Close() error { return e.client.Close() }
 
 // Admin implements Env.
 func (e *HostEnv) Admin() nsbrokerv1.BrokerClient { return e.admin }
@@ -123,45 +120,39 @@ func (e *HostEnv) Tenant(ctx context.Context, name string) (nsbrokerv1.BrokerCli
 	if err != nil {
 		return nil, nil, err
 	}
-	dial := func(ctx context.Context, _ string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.Do(func() error {
-			var err error
-			c, err = (&net.Dialer{}).DialContext(ctx, "unix", e.cfg.LocalSocket)
-			return err
-		})
-		return c, err
-	}
-	if err := waitListening(ctx, dial, e.cfg.Timeout); err != nil {
+	cl, err := waitListening(ctx, client.LocalIn(ns, e.cfg.LocalSocket), e.cfg.Timeout)
+	if err != nil {
 		ns.Close()
 		return nil, nil, fmt.Errorf("%s inside %s: %w", e.cfg.LocalSocket, name, err)
 	}
-	conn, err := grpc.NewClient("passthrough:///nsbrokerd-local-"+name,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(dial))
-	if err != nil {
-		ns.Close()
-		return nil, nil, err
-	}
-	return nsbrokerv1.NewBrokerClient(conn), closers{conn, ns}, nil
+	return cl.Broker(), closers{cl, ns}, nil
 }
 
-// waitListening dials until the socket accepts a connection: nothing
-// announces when the daemon has opened it, so this polls.
-func waitListening(ctx context.Context, dial func(context.Context, string) (net.Conn, error), timeout time.Duration) error {
+// waitListening connects to ep, trying again until the socket accepts a
+// connection: nothing announces when the daemon has opened it, so this
+// polls.
+func waitListening(ctx context.Context, ep client.Endpoint, timeout time.Duration) (*client.Client, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		c, err := dial(ctx, "")
+		dctx, cancel := context.WithDeadline(ctx, deadline)
+		cl, err := client.New(dctx, &client.Config{Endpoint: ep})
+		cancel()
 		if err == nil {
-			return c.Close()
+			return cl, nil
 		}
-		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) {
-			return err
+		down := errors.Is(err, client.ErrDaemonDown) // ECONNREFUSED, ENOENT
+		var cerr *client.ConnectError
+		if errors.As(err, &cerr) {
+			err = cerr.Err
+		}
+		if !down {
+			return nil, err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("nobody listening after %v: %w", timeout, err)
+			return nil, fmt.Errorf("nobody listening after %v: %w", timeout, err)
 		}
 		if err := sleep(ctx, pollInterval); err != nil {
-			return err
+			return nil, err
 		}
 	}
 }

@@ -8,17 +8,14 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/nsbroker/nsbroker/broker"
 	"github.com/nsbroker/nsbroker/broker/brokertest"
+	"github.com/nsbroker/nsbroker/client"
 	"github.com/nsbroker/nsbroker/daemon"
 	"github.com/nsbroker/nsbroker/family"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -67,16 +64,14 @@ func Start(t testing.TB) *Daemon {
 		t.Fatalf("daemon not ready after %v", Timeout)
 	}
 
-	conn, err := grpc.NewClient("passthrough:///nsbrokerd",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket)
-		}))
+	ctx, cancelDial := context.WithTimeout(context.Background(), Timeout)
+	defer cancelDial()
+	c, err := client.New(ctx, &client.Config{Endpoint: client.Admin(d.Socket)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	d.Client = nsbrokerv1.NewBrokerClient(conn)
+	t.Cleanup(func() { c.Close() })
+	d.Client = c.Broker()
 	return d
 }
 
