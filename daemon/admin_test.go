@@ -41,6 +41,8 @@ func runChild(mode string) int {
 	case "main":
 		return Main(strings.Split(os.Getenv(argsEnv), "\n"))
 	case "admin":
+	case "squat":
+		return squat(os.Getenv(netnsEnv), os.Getenv(socketEnv))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child mode %q\n", mode)
 		return 2
@@ -166,6 +168,7 @@ func TestIntegrationAdminSocket(t *testing.T) {
 		startDaemon(t, func(c *Config) { c.AdminSocket = socket })
 		cfg := Defaults()
 		cfg.AdminSocket = socket
+		cfg.HandoverSocket = "" // with it, the second daemon would take over (TestIntegrationHandover)
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		err := Run(context.Background(), cfg)
 		if err == nil || !strings.Contains(err.Error(), "is in use: is another nsbrokerd running?") {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -33,6 +34,17 @@ type Config struct {
 	// LocalSocket is the abstract unix socket ("@name") opened inside each
 	// attached namespace for its tenant; "" turns it off.
 	LocalSocket string `yaml:"local_socket"`
+	// FileSocketDir is the directory of the namespaces' filesystem
+	// sockets: DIR/NAME/nsbroker.sock serves the namespace attached as
+	// NAME (see FileSocketPath), for a runtime to bind-mount into its
+	// containers. A relative path is relative to AdminSocket's
+	// directory (off without an admin socket); "" turns them off.
+	FileSocketDir string `yaml:"file_socket_dir"`
+	// HandoverSocket is where the daemon hands its listening sockets to
+	// a successor (a planned upgrade), and where a starting daemon asks
+	// its predecessor for them. Relative to AdminSocket's directory like
+	// FileSocketDir; "" turns handovers off.
+	HandoverSocket string `yaml:"handover_socket"`
 
 	// TCPListen is the address of the TCP listener for remote tenants
 	// (mutual TLS); "" turns it off.
@@ -184,6 +196,8 @@ func Defaults() *Config {
 	return &Config{
 		AdminSocket:              "/run/nsbroker/nsbroker.sock",
 		LocalSocket:              "@nsbroker",
+		FileSocketDir:            "ns",
+		HandoverSocket:           "handover.sock",
 		DiscoverDirs:             []string{nsmgr.NetnsDir},
 		StateFile:                DefaultStateFile,
 		LogLevel:                 "info",
@@ -248,6 +262,18 @@ func decodeYAML(data []byte, cfg *Config) error {
 		return errors.New("more than one YAML document")
 	}
 	return nil
+}
+
+// runPath resolves p, a path relative to the admin socket's directory
+// or absolute; "" when off.
+func (c *Config) runPath(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	if c.AdminSocket == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(c.AdminSocket), p)
 }
 
 // limits are the server's tenant budgets.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -164,32 +163,6 @@ func TestIntegrationLocalSocket(t *testing.T) {
 	defer cc2.Close()
 	if echo, err := nsbrokerv1.NewBrokerClient(cc2).Echo(ctx, &nsbrokerv1.EchoRequest{Payload: []byte("again")}); err != nil || echo.NetnsInode != ns.Inode() {
 		t.Errorf("Echo after attaching again: want inode %d, got %v, %v", ns.Inode(), echo, err)
-	}
-}
-
-// TestIntegrationLocalSocketTaken checks that a namespace whose local
-// socket name is taken stays attached and serving, with the reason logged.
-func TestIntegrationLocalSocketTaken(t *testing.T) {
-	testenv.RequireRoot(t)
-	ns, name := newNamespace(t)
-	var squatter net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		squatter, err = net.Listen("unix", "@nsbroker")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer squatter.Close()
-	d := startDaemon(t, func(c *Config) { c.Attach = []string{name} })
-	waitServing(t, dialUnix(t, d.cfg.AdminSocket), name)
-	e := d.logs.waitCount(msgIs("no local socket in namespace"), 1)
-	if e.attrs["namespace"] != name || !strings.Contains(e.attrs["err"], "address already in use") {
-		t.Errorf("want the failure logged for %s with EADDRINUSE, got %v", name, e)
-	}
-	in, err := d.admin().GetNamespace(ctxTimeout(t), &nsbrokerv1.GetNamespaceRequest{Namespace: name})
-	if err != nil || in.State != nsbrokerv1.NamespaceState_NAMESPACE_STATE_READY {
-		t.Errorf("namespace without a local socket: want attached and READY, got %v, %v", in, err)
 	}
 }
 

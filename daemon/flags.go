@@ -45,6 +45,8 @@ func newFlagSet(cfg *Config, opts *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.AdminSocket, "admin-socket", cfg.AdminSocket, "admin unix socket `path` ('' turns it off)")
 	fs.StringVar(&cfg.AdminGroup, "admin-group", cfg.AdminGroup, "`group` (name or gid) allowed on the admin socket besides root")
 	fs.StringVar(&cfg.LocalSocket, "local-socket", cfg.LocalSocket, "abstract socket `@name` opened in each attached namespace ('' turns it off)")
+	fs.StringVar(&cfg.FileSocketDir, "file-socket-dir", cfg.FileSocketDir, "`directory` of the namespaces' filesystem sockets, relative to the admin socket's ('' turns them off)")
+	fs.StringVar(&cfg.HandoverSocket, "handover-socket", cfg.HandoverSocket, "unix socket `path` where the daemon hands its sockets to a successor, relative to the admin socket's directory ('' turns handovers off)")
 	fs.StringVar(&cfg.TCPListen, "tcp-listen", cfg.TCPListen, "TCP `address` for remote tenants, with mutual TLS")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "server certificate `file` (PEM)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "server private key `file` (PEM)")

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -21,6 +22,11 @@ type follower struct {
 	local  *localSockets // nil when local sockets are off
 	m      *metrics
 	log    *slog.Logger
+	// retry is how often a taken or failed local socket is tried again.
+	retry time.Duration
+	// settle asks the follower to close the reply once it has applied
+	// every namespace attached so far.
+	settle chan chan struct{}
 
 	// known are the attached namespaces already reported, so that one
 	// reported twice (a watch starting during an attach, or a new watch
@@ -39,9 +45,7 @@ func (f *follower) run(ctx context.Context) {
 			return
 		}
 		f.resync()
-		for ev := range events {
-			f.apply(ev)
-		}
+		f.follow(events)
 		if ctx.Err() != nil {
 			return
 		}
@@ -49,6 +53,56 @@ func (f *follower) run(ctx context.Context) {
 		// attached namespace again.
 		f.log.Warn("namespace watch ended; following again")
 	}
+}
+
+// follow applies events until the watch ends, retrying the local
+// sockets that are taken or failed, and answering settle requests.
+func (f *follower) follow(events <-chan broker.NamespaceEvent) {
+	tick := time.NewTicker(max(f.retry, 10*time.Millisecond))
+	defer tick.Stop()
+	var waiting []chan struct{} // settle requests not answered yet
+	defer func() {
+		for _, done := range waiting { // a watch cut short: do not hold start-up
+			close(done)
+		}
+	}()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			f.apply(ev)
+		case <-tick.C:
+			if f.local == nil || !f.local.pending() {
+				continue
+			}
+			for _, name := range f.local.retry(f.retry) {
+				if in, err := f.b.Get(name); err == nil {
+					f.health.set(namespaceService(name), f.serving(in))
+				}
+			}
+		case done := <-f.settle:
+			waiting = append(waiting, done)
+		}
+		if len(waiting) > 0 && f.caughtUp() {
+			for _, done := range waiting {
+				close(done)
+			}
+			waiting = nil
+		}
+	}
+}
+
+// caughtUp reports whether the follower has applied every namespace the
+// broker has attached.
+func (f *follower) caughtUp() bool {
+	for _, in := range f.b.List() {
+		if id, ok := f.known[in.Name]; !ok || id != in.ID {
+			return false
+		}
+	}
+	return true
 }
 
 // resync drops what is held for namespaces no longer attached; the watch
@@ -84,11 +138,11 @@ func (f *follower) apply(ev broker.NamespaceEvent) {
 			log.Info("namespace attached", "ref", in.Ref.String(), "inode", in.Inode, "state", in.State.String(), "reason", in.Reason)
 		}
 		f.m.track(in.Name)
-		f.openLocal(log, in)
+		f.openLocal(in)
 		f.health.set(namespaceService(in.Name), f.serving(in))
 	case broker.NamespaceReady:
 		log.Info("namespace ready", "epoch", in.Epoch)
-		f.openLocal(log, in)
+		f.openLocal(in)
 		f.health.set(namespaceService(in.Name), f.serving(in))
 	case broker.NamespaceUnavailable:
 		log.Warn("namespace unavailable", "reason", errText(ev.Err, in.Reason))
@@ -104,23 +158,17 @@ func (f *follower) apply(ev broker.NamespaceEvent) {
 	}
 }
 
-// openLocal opens the namespace's local socket; a failure is logged and
-// the namespace stays attached without one.
-func (f *follower) openLocal(log *slog.Logger, in broker.Info) {
+// openLocal opens the namespace's local sockets; a failure is logged, and
+// the namespace stays attached while the follower retries.
+func (f *follower) openLocal(in broker.Info) {
 	if f.local == nil {
 		return
 	}
-	if id, ok := f.local.has(in.Name); ok && id == in.ID {
-		return
-	}
-	if err := f.local.ensure(in); err != nil {
-		log.Warn("no local socket in namespace", "socket", f.local.name, "err", err)
-		return
-	}
-	log.Debug("local socket open", "socket", f.local.name)
+	f.local.ensure(in)
 }
 
-// serving is the namespace's health status from its current state: an
+// serving is the namespace's health status from its current state, and
+// its local socket's (one taken by another process is NOT_SERVING): an
 // event's snapshot can be older than an event queued before it (a watch
 // that starts while the namespace connects reports it as it was).
 func (f *follower) serving(in broker.Info) servingStatus {
@@ -128,7 +176,7 @@ func (f *follower) serving(in broker.Info) servingStatus {
 	if cur, err := f.b.Get(in.Name); err == nil && cur.ID == in.ID {
 		state = cur.State
 	}
-	if state == broker.StateReady {
+	if state == broker.StateReady && (f.local == nil || f.local.healthy(in.Name, in.ID)) {
 		return healthpb.HealthCheckResponse_SERVING
 	}
 	return healthpb.HealthCheckResponse_NOT_SERVING

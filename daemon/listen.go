@@ -21,19 +21,57 @@ import (
 	"github.com/nsbroker/nsbroker/server"
 )
 
-// listenAdmin opens the admin socket: its directory is created mode
-// 0755, the socket is mode 0600 (0660 and owned by the admin group when
-// there is one), and a stale socket left by a dead daemon is replaced.
-// Peers other than root, the daemon's own user and members of the admin
-// group are refused by their SO_PEERCRED credentials as well.
-func listenAdmin(path, group string, log *slog.Logger) (net.Listener, error) {
+// listenAdmin opens the admin socket, or takes the one inherited: its
+// directory is created mode 0755, the socket is mode 0600 (0660 and owned
+// by the admin group when there is one), and a stale socket left by a
+// dead daemon is replaced. Peers other than root, the daemon's own user
+// and members of the admin group are refused by their SO_PEERCRED
+// credentials as well. It returns the served listener and the socket.
+// Closing it leaves the file: the daemon removes it when it stops for
+// good.
+func listenAdmin(path, group string, log *slog.Logger, inh *inherited) (net.Listener, *net.UnixListener, error) {
 	gid := -1
 	if group != "" {
 		var err error
 		if gid, err = lookupGroup(group); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
+	ln, err := inh.unixListener(fdAdmin, path)
+	if err != nil {
+		log.Warn("inherited admin socket dropped", "err", err)
+	}
+	if ln == nil {
+		if ln, err = newAdminSocket(path); err != nil {
+			return nil, nil, err
+		}
+	}
+	mode := os.FileMode(0o600)
+	if gid >= 0 {
+		mode = 0o660
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, nil, err
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	self := uint32(os.Geteuid())
+	allow := func(cred *unix.Ucred) error {
+		err := allowAdmin(cred, self, gid)
+		if err != nil {
+			log.Warn("admin socket: peer refused", "pid", cred.Pid, "uid", cred.Uid, "gid", cred.Gid, "err", err)
+		}
+		return err
+	}
+	return server.AdminListener(ln, allow), ln, nil
+}
+
+// newAdminSocket listens on path, in a directory created mode 0755, in
+// place of a stale socket.
+func newAdminSocket(path string) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -46,31 +84,7 @@ func listenAdmin(path, group string, log *slog.Logger) (net.Listener, error) {
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	mode := os.FileMode(0o600)
-	if gid >= 0 {
-		mode = 0o660
-		if err := os.Chown(path, -1, gid); err != nil {
-			ln.Close()
-			return nil, err
-		}
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	self := uint32(os.Geteuid())
-	allow := func(cred *unix.Ucred) error {
-		err := allowAdmin(cred, self, gid)
-		if err != nil {
-			log.Warn("admin socket: peer refused", "pid", cred.Pid, "uid", cred.Uid, "gid", cred.Gid, "err", err)
-		}
-		return err
-	}
-	return server.AdminListener(ln, allow), nil
+	return listenUnix(path)
 }
 
 // allowAdmin admits root, the daemon's own user and, when gid >= 0,
@@ -167,6 +181,14 @@ func removeStale(path string) error {
 // listeners are the daemon's fixed listeners; nil when off.
 type listeners struct {
 	admin, tcp, metrics net.Listener
+	adminSocket         *net.UnixListener // under admin
+	handover            *net.UnixListener
+}
+
+// fixedListener is a fixed listener by its fd store name.
+type fixedListener struct {
+	name string
+	ln   interface{ File() (*os.File, error) }
 }
 
 // listen opens the fixed listeners, or none.
@@ -175,21 +197,35 @@ func (d *daemon) listen() (*listeners, error) {
 	var lis listeners
 	var err error
 	if cfg.AdminSocket != "" {
-		if lis.admin, err = listenAdmin(cfg.AdminSocket, cfg.AdminGroup, d.log); err != nil {
+		if lis.admin, lis.adminSocket, err = listenAdmin(cfg.AdminSocket, cfg.AdminGroup, d.log, d.inherit); err != nil {
 			return nil, fmt.Errorf("admin socket: %w", err)
 		}
+		d.fixed = append(d.fixed, fixedListener{fdAdmin, lis.adminSocket})
 	}
 	if cfg.TCPListen != "" {
-		if lis.tcp, err = net.Listen("tcp", cfg.TCPListen); err != nil {
-			lis.close()
-			return nil, fmt.Errorf("tcp listener: %w", err)
+		if lis.tcp = d.inherit.tcpListener(fdTCP, cfg.TCPListen); lis.tcp == nil {
+			if lis.tcp, err = net.Listen("tcp", cfg.TCPListen); err != nil {
+				lis.close()
+				return nil, fmt.Errorf("tcp listener: %w", err)
+			}
 		}
+		d.fixed = append(d.fixed, fixedListener{fdTCP, lis.tcp.(*net.TCPListener)})
 	}
 	if cfg.MetricsListen != "" {
-		if lis.metrics, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			lis.close()
-			return nil, fmt.Errorf("metrics listener: %w", err)
+		if lis.metrics = d.inherit.tcpListener(fdMetrics, cfg.MetricsListen); lis.metrics == nil {
+			if lis.metrics, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+				lis.close()
+				return nil, fmt.Errorf("metrics listener: %w", err)
+			}
 		}
+		d.fixed = append(d.fixed, fixedListener{fdMetrics, lis.metrics.(*net.TCPListener)})
+	}
+	if path := cfg.runPath(cfg.HandoverSocket); path != "" {
+		if lis.handover, err = d.listenHandover(path); err != nil {
+			lis.close()
+			return nil, fmt.Errorf("handover socket: %w", err)
+		}
+		d.fixed = append(d.fixed, fixedListener{fdHandover, lis.handover})
 	}
 	return &lis, nil
 }
@@ -199,6 +235,9 @@ func (lis *listeners) close() {
 		if l != nil {
 			l.Close()
 		}
+	}
+	if lis.handover != nil {
+		lis.handover.Close()
 	}
 }
 

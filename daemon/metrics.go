@@ -27,6 +27,7 @@ type metrics struct {
 	gaps      *prometheus.CounterVec   // namespace, reason
 	lost      *prometheus.CounterVec   // namespace, reason
 	local     prometheus.Gauge
+	squatted  *prometheus.GaugeVec   // namespace
 	reloads   *prometheus.CounterVec // result
 	refusals  *prometheus.CounterVec // tenant, limit
 	// own are the collectors above, and the broker's.
@@ -74,6 +75,10 @@ func newMetrics(b *broker.Broker) *metrics {
 			Name: "nsbroker_local_sockets",
 			Help: "Namespace-local sockets open.",
 		}),
+		squatted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nsbroker_local_socket_squatted",
+			Help: "1 while another process listens on the namespace's local socket name (@nsbroker) and the daemon waits for it to be free, else 0.",
+		}, []string{"namespace"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nsbroker_reloads_total",
 			Help: "Reloads of the tenants and the TLS certificate (SIGHUP), by result (ok or error).",
@@ -84,7 +89,7 @@ func newMetrics(b *broker.Broker) *metrics {
 		}, []string{"tenant", "limit"}),
 		attached: make(map[string]bool),
 	}
-	m.own = []prometheus.Collector{m.requests, m.errors, m.duration, m.delivered, m.gaps, m.lost, m.local, m.reloads, m.refusals,
+	m.own = []prometheus.Collector{m.requests, m.errors, m.duration, m.delivered, m.gaps, m.lost, m.local, m.squatted, m.reloads, m.refusals,
 		&brokerCollector{b: b}}
 	m.reg.MustRegister(m.own...)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -105,10 +110,23 @@ func (m *metrics) forget(name string) {
 	delete(m.attached, name)
 	match := prometheus.Labels{"namespace": name}
 	for _, v := range []*prometheus.MetricVec{m.requests.MetricVec, m.errors.MetricVec, m.duration.MetricVec,
-		m.delivered.MetricVec, m.gaps.MetricVec, m.lost.MetricVec} {
+		m.delivered.MetricVec, m.gaps.MetricVec, m.lost.MetricVec, m.squatted.MetricVec} {
 		v.DeletePartialMatch(match)
 	}
 	m.refusals.DeletePartialMatch(prometheus.Labels{"tenant": "namespace:" + name})
+}
+
+// squat records whether namespace name's local socket is taken.
+func (m *metrics) squat(name string, on bool) {
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.attached[name] {
+		m.squatted.WithLabelValues(name).Set(v)
+	}
 }
 
 // refused counts a refusal by a limit.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/nsbroker/nsbroker/broker"
 	"github.com/nsbroker/nsbroker/nsmgr"
+	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 	"github.com/nsbroker/nsbroker/server"
 )
 
@@ -53,7 +54,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	if log == nil {
 		log = newLogger(cfg, os.Stderr)
 	}
-	d := &daemon{cfg: cfg, log: log}
+	d := &daemon{cfg: cfg, log: log, handedOver: make(chan struct{}), settling: make(chan chan struct{})}
 	return d.run(ctx, hup)
 }
 
@@ -75,6 +76,17 @@ type daemon struct {
 	metricsHTTP *http.Server   // nil without metrics
 	local       *localSockets  // nil without local sockets
 	state       *stateFile     // nil without a state file
+	srv         *server.Server
+
+	// Continuity across restarts: what the previous daemon left (nil for
+	// nothing), whether the service manager keeps the sockets, and the
+	// fixed listeners to hand on.
+	inherit        *inherited
+	fdStore        bool
+	fixed          []fixedListener
+	handedOver     chan struct{} // closed once a successor serves
+	handedOverOnce sync.Once
+	settling       chan chan struct{} // the follower's settle requests
 }
 
 func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
@@ -90,13 +102,22 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	d.state = newStateFile(cfg.StateFile, d.b, d.log)
 	d.m = newMetrics(d.b)
 	d.health = newHealthServer()
+	d.local = d.newLocalSockets()
 	stopping, beginStop := context.WithCancel(context.Background())
 	defer beginStop()
 	d.g = d.newGRPCServer(stopping)
 	defer d.g.Stop() // after a failed start; a no-op after GracefulStop
 
+	pred, err := d.inheritSockets()
+	if err != nil {
+		return err
+	}
 	lis, err := d.listen()
 	if err != nil {
+		if pred != nil {
+			pred.close()
+		}
+		d.inherit.rest()
 		return err
 	}
 	// Follow the attached namespaces before attaching any.
@@ -118,13 +139,32 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	}
 	d.state.record(attachCtx)
 	defer d.state.stopRecording()
+	// The sockets inherited for namespaces not attached again are closed
+	// once the follower has given the attached ones theirs.
+	d.settle(followed)
+	if rest := d.inherit.rest(); len(rest) > 0 {
+		d.log.Info("inherited sockets of namespaces no longer attached closed", "from", d.inherit.from, "names", rest)
+		if d.fdStore {
+			for _, name := range rest {
+				sdUnstore(name)
+			}
+		}
+	}
 	// Served only now: a client reconnecting after a restart finds the
 	// namespaces it had, not NOT_FOUND. Until then, connections wait in
 	// the listeners' backlogs.
 	d.serve(lis)
+	d.storeFixed()
+	if pred != nil {
+		if perr := pred.ready(); perr != nil {
+			d.log.Warn("cannot tell the previous daemon to drain; both serve until it stops", "err", perr)
+		} else {
+			d.log.Info("took over from the previous daemon; it drains")
+		}
+	}
 
 	if err == nil {
-		d.log.Info("nsbrokerd serving", append(lis.logAttrs(), "local_socket", cfg.LocalSocket)...)
+		d.log.Info("nsbrokerd serving", append(lis.logAttrs(), "local_socket", cfg.LocalSocket, "file_socket_dir", d.local.dir)...)
 		if cfg.Ready != nil {
 			cfg.Ready(lis.addrs())
 		}
@@ -148,7 +188,16 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	<-followed
 	beginStop()
 	d.gracefulStop()
+	if lis.handover != nil {
+		lis.handover.Close()
+	}
 	d.closeRest()
+	if lis.adminSocket != nil && !d.keepFiles() {
+		os.Remove(cfg.AdminSocket)
+	}
+	if lis.handover != nil && !d.keepFiles() {
+		os.Remove(cfg.runPath(cfg.HandoverSocket))
+	}
 	if err == nil {
 		d.log.Info("nsbrokerd stopped")
 	}
@@ -176,6 +225,9 @@ func (d *daemon) serve(lis *listeners) {
 	if lis.admin != nil {
 		serve("admin", lis.admin, d.g.Serve)
 	}
+	if lis.handover != nil {
+		go d.serveHandover(lis.handover)
+	}
 	if lis.tcp != nil {
 		serve("tcp", &trackingListener{Listener: lis.tcp, conns: &d.tcp, maxAge: d.cfg.MaxConnectionAge}, d.g.Serve)
 	}
@@ -184,25 +236,124 @@ func (d *daemon) serve(lis *listeners) {
 // follower returns the follower of the attached namespaces, with the
 // local sockets when they are on.
 func (d *daemon) follower() *follower {
-	f := &follower{b: d.b, health: d.health, m: d.m, log: d.log, known: make(map[string]nsmgr.ID)}
-	if d.cfg.LocalSocket != "" {
-		d.local = &localSockets{
-			name:  d.cfg.LocalSocket,
-			serve: func(l net.Listener) { d.g.Serve(l) }, // ends when the socket is closed
-			gauge: func(n int) { d.m.local.Set(float64(n)) },
-			open:  make(map[string]*localSocket),
-		}
+	f := &follower{b: d.b, health: d.health, m: d.m, log: d.log, known: make(map[string]nsmgr.ID),
+		retry: d.cfg.RetryInterval, settle: d.settling}
+	if d.local.enabled() {
 		f.local = d.local
 	}
 	return f
 }
 
+// newLocalSockets returns the namespaces' local sockets as configured.
+func (d *daemon) newLocalSockets() *localSockets {
+	ls := newLocalSockets(d.cfg.LocalSocket, d.cfg.runPath(d.cfg.FileSocketDir), d.log)
+	ls.serve = func(l net.Listener) { d.g.Serve(l) } // ends when the socket is closed
+	ls.gauge = func(n int) { d.m.local.Set(float64(n)) }
+	ls.squatted = d.m.squat
+	ls.changed = func(name string) { d.srv.LocalSocketChanged(name) }
+	return ls
+}
+
+// localStatus reports a namespace's local sockets to the server.
+func (d *daemon) localStatus(in broker.Info) *nsbrokerv1.LocalSocket {
+	if !d.local.enabled() {
+		return &nsbrokerv1.LocalSocket{State: nsbrokerv1.LocalSocket_STATE_OFF}
+	}
+	return d.local.status(in)
+}
+
+// inheritSockets takes the listening sockets of the previous daemon:
+// from the service manager's fd store if it passed any, else from a
+// daemon answering on the handover socket, which then waits for this one
+// to serve (pred). It also turns on the fd store when the service manager
+// offers one.
+func (d *daemon) inheritSockets() (pred *predecessor, err error) {
+	d.fdStore = fdStoreOn()
+	if d.fdStore {
+		d.local.store = func(name string, f *os.File) {
+			if err := sdStore(name, f); err != nil {
+				d.log.Warn("cannot hand a socket to the service manager", "name", name, "err", err)
+			}
+		}
+		d.local.unstore = func(name string) { sdUnstore(name) }
+	}
+	if d.inherit, err = fromServiceManager(d.log); err != nil {
+		d.log.Warn("descriptors from the service manager ignored", "err", err)
+	}
+	if d.inherit == nil {
+		if path := d.cfg.runPath(d.cfg.HandoverSocket); path != "" {
+			var names []string
+			var files []*os.File
+			pred, names, files, err = takeOver(path)
+			switch {
+			case errors.Is(err, errNoPredecessor):
+			case err != nil:
+				return nil, fmt.Errorf("handover socket: %w", err)
+			default:
+				d.inherit = newInherited("handover", names, files, d.log)
+			}
+		}
+	}
+	if d.inherit != nil {
+		d.log.Info("inherited listening sockets", "from", d.inherit.from, "count", len(d.inherit.files))
+	}
+	d.local.inherit = d.inherit
+	return pred, nil
+}
+
+// storeFixed hands the fixed listeners to the fd store.
+func (d *daemon) storeFixed() {
+	if !d.fdStore {
+		return
+	}
+	for _, fx := range d.fixed {
+		f, err := fx.ln.File()
+		if err != nil {
+			continue
+		}
+		if err := sdStore(fx.name, f); err != nil {
+			d.log.Warn("cannot hand a socket to the service manager", "name", fx.name, "err", err)
+		}
+		f.Close()
+	}
+}
+
+// keepFiles reports whether the daemon leaves its socket files in place
+// when it stops: a successor serves them, or the service manager holds
+// them for the next start.
+func (d *daemon) keepFiles() bool {
+	select {
+	case <-d.handedOver:
+		return true
+	default:
+		return d.fdStore
+	}
+}
+
+// settle waits until the follower has applied what the broker reported
+// so far; followed is closed when the follower stops.
+func (d *daemon) settle(followed <-chan struct{}) {
+	done := make(chan struct{})
+	select {
+	case d.settling <- done:
+	case <-followed:
+		return
+	}
+	select {
+	case <-done:
+	case <-followed:
+	case <-time.After(settleTimeout):
+		d.log.Warn("the attached namespaces' local sockets are not all open yet; going on", "waited", settleTimeout)
+	}
+}
+
+// settleTimeout bounds how long start-up waits for the follower.
+const settleTimeout = time.Minute
+
 // closeRest closes what the gRPC server's stop left open, once the
 // follower has stopped.
 func (d *daemon) closeRest() {
-	if d.local != nil {
-		d.local.closeAll()
-	}
+	d.local.stopAll(d.keepFiles())
 	if d.metricsHTTP != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		d.metricsHTTP.Shutdown(ctx)
@@ -217,6 +368,8 @@ func (d *daemon) wait(ctx context.Context, hup <-chan os.Signal) error {
 	for {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-d.handedOver:
 			return nil
 		case err := <-d.serveErr:
 			return err
@@ -252,7 +405,8 @@ func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
 	obs := &observer{m: d.m, log: d.log}
 	st := &stopper{stopping: stopping}
 	budget := server.NewBudget(cfg.limits(), d.m.refused)
-	srv := server.New(d.b, &server.Config{Budget: budget})
+	srv := server.New(d.b, &server.Config{Budget: budget, LocalSocket: d.localStatus})
+	d.srv = srv
 	opts := append(budget.GRPCOptions(server.Credentials(d.tlsConfig(), d.tenants.current)),
 		grpc.ChainUnaryInterceptor(obs.unary, d.state.unary),
 		grpc.ChainStreamInterceptor(obs.stream, st.stream),

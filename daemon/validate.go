@@ -58,6 +58,9 @@ func (c *Config) validateListeners() error {
 			return fmt.Errorf("local_socket: %q is longer than %d bytes", c.LocalSocket, unixPathMax-1)
 		}
 	}
+	if p := c.runPath(c.HandoverSocket); len(p) >= unixPathMax {
+		return fmt.Errorf("handover_socket: %q is longer than %d bytes", p, unixPathMax-1)
+	}
 	tls := c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != ""
 	switch {
 	case c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == ""):

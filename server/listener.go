@@ -91,6 +91,8 @@ func peerCred(c net.Conn) (*unix.Ucred, error) {
 type tenantListener struct {
 	net.Listener
 	namespace string
+	want      nsmgr.ID    // zero: any namespace
+	refused   func(error) // may be nil
 }
 
 // TenantListener wraps l, a listener opened inside the network namespace
@@ -105,17 +107,35 @@ type tenantListener struct {
 // daemon turns it away is refused by the kernel (EAGAIN) instead of
 // queueing work for the daemon.
 func TenantListener(l net.Listener, namespace string) net.Listener {
-	if sc, ok := l.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			// listen(2) again on a listening socket sets its backlog.
-			rc.Control(func(fd uintptr) { unix.Listen(int(fd), TenantBacklog) })
-		}
-	}
+	cutBacklog(l)
 	return &tenantListener{Listener: l, namespace: namespace}
 }
 
 // TenantBacklog is the backlog of a tenant's listening socket.
 const TenantBacklog = 64
+
+// cutBacklog sets l's backlog to TenantBacklog: listen(2) again on a
+// listening socket sets it.
+func cutBacklog(l net.Listener) {
+	if sc, ok := l.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.Listen(int(fd), TenantBacklog) })
+		}
+	}
+}
+
+// NamespaceListener is TenantListener for a listener that serves the
+// namespace attached under the name namespace whose identity is netns:
+// a connection whose socket lives in another network namespace is
+// closed, and refused (if not nil) is told why. An accepted unix socket
+// lives in the namespace of the process that connected, so this is what
+// makes a filesystem socket safe to serve as a namespace's tenant
+// listener: a process elsewhere that reaches its path (a bind mount
+// shared too widely, the host) is not that namespace's tenant.
+func NamespaceListener(l net.Listener, namespace string, netns nsmgr.ID, refused func(error)) net.Listener {
+	cutBacklog(l)
+	return &tenantListener{Listener: l, namespace: namespace, want: netns, refused: refused}
+}
 
 // Accept returns the next connection, tagged with the tenant's Identity.
 func (l *tenantListener) Accept() (net.Conn, error) {
@@ -125,7 +145,16 @@ func (l *tenantListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		netns, err := socketNetns(c)
+		if err == nil && l.want != (nsmgr.ID{}) && netns != l.want {
+			err = fmt.Errorf("connection from network namespace %s, not the served %s", netns, l.want)
+			if cred, cerr := peerCred(c); cerr == nil {
+				err = fmt.Errorf("pid %d uid %d: %w", cred.Pid, cred.Uid, err)
+			}
+		}
 		if err != nil {
+			if l.refused != nil && l.want != (nsmgr.ID{}) {
+				l.refused(err)
+			}
 			c.Close()
 			continue
 		}

@@ -74,7 +74,7 @@ func (s *Server) open() error {
 func (s *Server) namespaces() []*nsbrokerv1.Namespace {
 	var out []*nsbrokerv1.Namespace
 	for _, in := range s.b.List() {
-		out = append(out, namespaceToProto(in))
+		out = append(out, s.namespace(in))
 	}
 	return out
 }

@@ -26,7 +26,7 @@ func (s *Server) ListNamespaces(ctx context.Context, _ *nsbrokerv1.ListNamespace
 	resp := &nsbrokerv1.ListNamespacesResponse{}
 	for _, in := range s.b.List() {
 		if visible(id, in) {
-			resp.Namespaces = append(resp.Namespaces, namespaceToProto(in))
+			resp.Namespaces = append(resp.Namespaces, s.namespace(in))
 		}
 	}
 	return resp, nil
@@ -42,7 +42,7 @@ func (s *Server) GetNamespace(ctx context.Context, req *nsbrokerv1.GetNamespaceR
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return namespaceToProto(in), nil
+	return s.namespace(in), nil
 }
 
 // AttachNamespace attaches a namespace (admin only).
@@ -68,7 +68,7 @@ func (s *Server) attach(ctx context.Context, req *nsbrokerv1.AttachNamespaceRequ
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return namespaceToProto(in), nil
+	return s.namespace(in), nil
 }
 
 // MaxAttachMany is the most entries one AttachNamespaces request may hold.
@@ -138,7 +138,7 @@ func (s *Server) DetachNamespace(ctx context.Context, req *nsbrokerv1.DetachName
 }
 
 // WatchNamespaces streams the namespaces the caller may reach and their
-// changes. A namespace-local tenant's watch ends, with ABORTED, once its
+// changes, including those of their local sockets (KIND_LOCAL_SOCKET). A namespace-local tenant's watch ends, with ABORTED, once its
 // own namespace is detached or gone.
 func (s *Server) WatchNamespaces(_ *nsbrokerv1.WatchNamespacesRequest, stream grpc.ServerStreamingServer[nsbrokerv1.NamespaceEvent]) error {
 	ctx := stream.Context()
@@ -146,16 +146,36 @@ func (s *Server) WatchNamespaces(_ *nsbrokerv1.WatchNamespacesRequest, stream gr
 	if err != nil {
 		return err
 	}
+	lw := s.localWatch.add()
+	defer s.localWatch.remove(lw)
 	events, err := s.b.WatchOnly(ctx, func(in broker.Info) bool { return visible(id, in) })
 	if err != nil {
 		return ToStatus(err)
 	}
-	for ev := range events {
-		if err := stream.Send(namespaceEventToProto(ev)); err != nil {
-			return err
-		}
-		if id.netns != (nsmgr.ID{}) && (ev.Kind == broker.NamespaceDetached || ev.Kind == broker.NamespaceGone) {
-			return status.Errorf(codes.Aborted, "namespace %s %s", quote.String(ev.Info.Name), ev.Kind)
+watch:
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				break watch
+			}
+			if err := stream.Send(s.namespaceEvent(ev)); err != nil {
+				return err
+			}
+			if id.netns != (nsmgr.ID{}) && (ev.Kind == broker.NamespaceDetached || ev.Kind == broker.NamespaceGone) {
+				return status.Errorf(codes.Aborted, "namespace %s %s", quote.String(ev.Info.Name), ev.Kind)
+			}
+		case <-lw.wake:
+			for _, name := range lw.take() {
+				in, err := s.b.Get(name)
+				if err != nil || !visible(id, in) {
+					continue // detached meanwhile: its event says so
+				}
+				ev := &nsbrokerv1.NamespaceEvent{Kind: nsbrokerv1.NamespaceEvent_KIND_LOCAL_SOCKET, Namespace: s.namespace(in)}
+				if err := stream.Send(ev); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {

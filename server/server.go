@@ -13,6 +13,10 @@ type Config struct {
 	// budget with DefaultLimits. The gRPC server in front of the Server
 	// must be built with Budget.GRPCOptions.
 	Budget *Budget
+	// LocalSocket, when set, reports each namespace's local sockets in
+	// the Namespace messages; the daemon calls LocalSocketChanged when
+	// they change state.
+	LocalSocket LocalSocketFunc
 }
 
 // Server implements nsbrokerv1.BrokerServer over a broker.Broker, with the
@@ -21,8 +25,10 @@ type Config struct {
 type Server struct {
 	nsbrokerv1.UnimplementedBrokerServer
 
-	b      *broker.Broker
-	budget *Budget
+	b           *broker.Broker
+	budget      *Budget
+	localSocket LocalSocketFunc
+	localWatch  localWatchers
 }
 
 // New returns a Server over b. A nil cfg means defaults.
@@ -30,6 +36,7 @@ func New(b *broker.Broker, cfg *Config) *Server {
 	s := &Server{b: b}
 	if cfg != nil {
 		s.budget = cfg.Budget
+		s.localSocket = cfg.LocalSocket
 	}
 	if s.budget == nil {
 		s.budget = NewBudget(nil, nil)

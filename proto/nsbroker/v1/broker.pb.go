@@ -161,6 +161,69 @@ func (LossReason) EnumDescriptor() ([]byte, []int) {
 	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{1}
 }
 
+// State says whether the daemon listens on the abstract socket
+// (@nsbroker) inside the namespace.
+type LocalSocket_State int32
+
+const (
+	LocalSocket_STATE_UNSPECIFIED LocalSocket_State = 0
+	// The daemon opens no abstract socket (--local-socket ”).
+	LocalSocket_STATE_OFF LocalSocket_State = 1
+	// The daemon listens on it.
+	LocalSocket_STATE_OPEN LocalSocket_State = 2
+	// Another process listens on the name. The daemon retries every
+	// retry_interval and takes the name the moment it is free; until
+	// then the namespace's health is NOT_SERVING.
+	LocalSocket_STATE_TAKEN LocalSocket_State = 3
+	// The daemon could not open it (reason says why); it retries.
+	LocalSocket_STATE_FAILED LocalSocket_State = 4
+)
+
+// Enum value maps for LocalSocket_State.
+var (
+	LocalSocket_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_OFF",
+		2: "STATE_OPEN",
+		3: "STATE_TAKEN",
+		4: "STATE_FAILED",
+	}
+	LocalSocket_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"STATE_OFF":         1,
+		"STATE_OPEN":        2,
+		"STATE_TAKEN":       3,
+		"STATE_FAILED":      4,
+	}
+)
+
+func (x LocalSocket_State) Enum() *LocalSocket_State {
+	p := new(LocalSocket_State)
+	*p = x
+	return p
+}
+
+func (x LocalSocket_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LocalSocket_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_nsbroker_v1_broker_proto_enumTypes[2].Descriptor()
+}
+
+func (LocalSocket_State) Type() protoreflect.EnumType {
+	return &file_nsbroker_v1_broker_proto_enumTypes[2]
+}
+
+func (x LocalSocket_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LocalSocket_State.Descriptor instead.
+func (LocalSocket_State) EnumDescriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{2, 0}
+}
+
 // Kind says what happened.
 type NamespaceEvent_Kind int32
 
@@ -176,6 +239,9 @@ const (
 	NamespaceEvent_KIND_READY NamespaceEvent_Kind = 4
 	// Disappeared (name unlinked, process exited); the daemon detached it.
 	NamespaceEvent_KIND_GONE NamespaceEvent_Kind = 5
+	// Its local socket changed state (taken by another process, or
+	// opened); namespace.local_socket says how it is now.
+	NamespaceEvent_KIND_LOCAL_SOCKET NamespaceEvent_Kind = 6
 )
 
 // Enum value maps for NamespaceEvent_Kind.
@@ -187,14 +253,16 @@ var (
 		3: "KIND_UNAVAILABLE",
 		4: "KIND_READY",
 		5: "KIND_GONE",
+		6: "KIND_LOCAL_SOCKET",
 	}
 	NamespaceEvent_Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED": 0,
-		"KIND_ATTACHED":    1,
-		"KIND_DETACHED":    2,
-		"KIND_UNAVAILABLE": 3,
-		"KIND_READY":       4,
-		"KIND_GONE":        5,
+		"KIND_UNSPECIFIED":  0,
+		"KIND_ATTACHED":     1,
+		"KIND_DETACHED":     2,
+		"KIND_UNAVAILABLE":  3,
+		"KIND_READY":        4,
+		"KIND_GONE":         5,
+		"KIND_LOCAL_SOCKET": 6,
 	}
 )
 
@@ -209,11 +277,11 @@ func (x NamespaceEvent_Kind) String() string {
 }
 
 func (NamespaceEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_nsbroker_v1_broker_proto_enumTypes[2].Descriptor()
+	return file_nsbroker_v1_broker_proto_enumTypes[3].Descriptor()
 }
 
 func (NamespaceEvent_Kind) Type() protoreflect.EnumType {
-	return &file_nsbroker_v1_broker_proto_enumTypes[2]
+	return &file_nsbroker_v1_broker_proto_enumTypes[3]
 }
 
 func (x NamespaceEvent_Kind) Number() protoreflect.EnumNumber {
@@ -222,7 +290,7 @@ func (x NamespaceEvent_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NamespaceEvent_Kind.Descriptor instead.
 func (NamespaceEvent_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{12, 0}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{13, 0}
 }
 
 // NamespaceRef says how to find a network namespace.
@@ -346,7 +414,10 @@ type Namespace struct {
 	// Number of connections made so far; grows when the daemon reconnects.
 	Epoch uint64 `protobuf:"varint,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Current subscriptions.
-	Subscribers   uint32 `protobuf:"varint,10,opt,name=subscribers,proto3" json:"subscribers,omitempty"`
+	Subscribers uint32 `protobuf:"varint,10,opt,name=subscribers,proto3" json:"subscribers,omitempty"`
+	// The namespace's local sockets: whether the daemon holds its abstract
+	// socket, and where its filesystem socket is.
+	LocalSocket   *LocalSocket `protobuf:"bytes,11,opt,name=local_socket,json=localSocket,proto3" json:"local_socket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -451,6 +522,80 @@ func (x *Namespace) GetSubscribers() uint32 {
 	return 0
 }
 
+func (x *Namespace) GetLocalSocket() *LocalSocket {
+	if x != nil {
+		return x.LocalSocket
+	}
+	return nil
+}
+
+// LocalSocket describes the sockets through which a namespace's own
+// processes reach the daemon as its tenant.
+type LocalSocket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The abstract socket's state.
+	State LocalSocket_State `protobuf:"varint,1,opt,name=state,proto3,enum=nsbroker.v1.LocalSocket_State" json:"state,omitempty"`
+	// For TAKEN: who listens on the name (pid, uid and gid, as the kernel
+	// reports them with SO_PEERCRED); for FAILED: the error.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The filesystem socket of the namespace, on the daemon's host; empty
+	// when there is none.
+	Path          string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalSocket) Reset() {
+	*x = LocalSocket{}
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalSocket) ProtoMessage() {}
+
+func (x *LocalSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalSocket.ProtoReflect.Descriptor instead.
+func (*LocalSocket) Descriptor() ([]byte, []int) {
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LocalSocket) GetState() LocalSocket_State {
+	if x != nil {
+		return x.State
+	}
+	return LocalSocket_STATE_UNSPECIFIED
+}
+
+func (x *LocalSocket) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LocalSocket) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 // ListNamespacesRequest has no fields.
 type ListNamespacesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -460,7 +605,7 @@ type ListNamespacesRequest struct {
 
 func (x *ListNamespacesRequest) Reset() {
 	*x = ListNamespacesRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[2]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +617,7 @@ func (x *ListNamespacesRequest) String() string {
 func (*ListNamespacesRequest) ProtoMessage() {}
 
 func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[2]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +630,7 @@ func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesRequest.ProtoReflect.Descriptor instead.
 func (*ListNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{2}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{3}
 }
 
 // ListNamespacesResponse lists namespaces, sorted by name.
@@ -499,7 +644,7 @@ type ListNamespacesResponse struct {
 
 func (x *ListNamespacesResponse) Reset() {
 	*x = ListNamespacesResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[3]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +656,7 @@ func (x *ListNamespacesResponse) String() string {
 func (*ListNamespacesResponse) ProtoMessage() {}
 
 func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[3]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +669,7 @@ func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesResponse.ProtoReflect.Descriptor instead.
 func (*ListNamespacesResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{3}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListNamespacesResponse) GetNamespaces() []*Namespace {
@@ -545,7 +690,7 @@ type GetNamespaceRequest struct {
 
 func (x *GetNamespaceRequest) Reset() {
 	*x = GetNamespaceRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[4]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +702,7 @@ func (x *GetNamespaceRequest) String() string {
 func (*GetNamespaceRequest) ProtoMessage() {}
 
 func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[4]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +715,7 @@ func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*GetNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{4}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetNamespaceRequest) GetNamespace() string {
@@ -593,7 +738,7 @@ type AttachNamespaceRequest struct {
 
 func (x *AttachNamespaceRequest) Reset() {
 	*x = AttachNamespaceRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +750,7 @@ func (x *AttachNamespaceRequest) String() string {
 func (*AttachNamespaceRequest) ProtoMessage() {}
 
 func (x *AttachNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +763,7 @@ func (x *AttachNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*AttachNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AttachNamespaceRequest) GetName() string {
@@ -648,7 +793,7 @@ type AttachNamespacesRequest struct {
 
 func (x *AttachNamespacesRequest) Reset() {
 	*x = AttachNamespacesRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +805,7 @@ func (x *AttachNamespacesRequest) String() string {
 func (*AttachNamespacesRequest) ProtoMessage() {}
 
 func (x *AttachNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +818,7 @@ func (x *AttachNamespacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachNamespacesRequest.ProtoReflect.Descriptor instead.
 func (*AttachNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AttachNamespacesRequest) GetNamespaces() []*AttachNamespaceRequest {
@@ -694,7 +839,7 @@ type AttachNamespacesResponse struct {
 
 func (x *AttachNamespacesResponse) Reset() {
 	*x = AttachNamespacesResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +851,7 @@ func (x *AttachNamespacesResponse) String() string {
 func (*AttachNamespacesResponse) ProtoMessage() {}
 
 func (x *AttachNamespacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +864,7 @@ func (x *AttachNamespacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachNamespacesResponse.ProtoReflect.Descriptor instead.
 func (*AttachNamespacesResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AttachNamespacesResponse) GetResults() []*AttachResult {
@@ -745,7 +890,7 @@ type AttachResult struct {
 
 func (x *AttachResult) Reset() {
 	*x = AttachResult{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +902,7 @@ func (x *AttachResult) String() string {
 func (*AttachResult) ProtoMessage() {}
 
 func (x *AttachResult) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +915,7 @@ func (x *AttachResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResult.ProtoReflect.Descriptor instead.
 func (*AttachResult) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AttachResult) GetNamespace() *Namespace {
@@ -805,7 +950,7 @@ type DetachNamespaceRequest struct {
 
 func (x *DetachNamespaceRequest) Reset() {
 	*x = DetachNamespaceRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +962,7 @@ func (x *DetachNamespaceRequest) String() string {
 func (*DetachNamespaceRequest) ProtoMessage() {}
 
 func (x *DetachNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +975,7 @@ func (x *DetachNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*DetachNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DetachNamespaceRequest) GetNamespace() string {
@@ -849,7 +994,7 @@ type DetachNamespaceResponse struct {
 
 func (x *DetachNamespaceResponse) Reset() {
 	*x = DetachNamespaceResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1006,7 @@ func (x *DetachNamespaceResponse) String() string {
 func (*DetachNamespaceResponse) ProtoMessage() {}
 
 func (x *DetachNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1019,7 @@ func (x *DetachNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*DetachNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 // WatchNamespacesRequest has no fields.
@@ -886,7 +1031,7 @@ type WatchNamespacesRequest struct {
 
 func (x *WatchNamespacesRequest) Reset() {
 	*x = WatchNamespacesRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1043,7 @@ func (x *WatchNamespacesRequest) String() string {
 func (*WatchNamespacesRequest) ProtoMessage() {}
 
 func (x *WatchNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1056,7 @@ func (x *WatchNamespacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNamespacesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 // NamespaceEvent is one change of an attached namespace.
@@ -929,7 +1074,7 @@ type NamespaceEvent struct {
 
 func (x *NamespaceEvent) Reset() {
 	*x = NamespaceEvent{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1086,7 @@ func (x *NamespaceEvent) String() string {
 func (*NamespaceEvent) ProtoMessage() {}
 
 func (x *NamespaceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1099,7 @@ func (x *NamespaceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceEvent.ProtoReflect.Descriptor instead.
 func (*NamespaceEvent) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NamespaceEvent) GetKind() NamespaceEvent_Kind {
@@ -991,7 +1136,7 @@ type EchoRequest struct {
 
 func (x *EchoRequest) Reset() {
 	*x = EchoRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1148,7 @@ func (x *EchoRequest) String() string {
 func (*EchoRequest) ProtoMessage() {}
 
 func (x *EchoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1161,7 @@ func (x *EchoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoRequest.ProtoReflect.Descriptor instead.
 func (*EchoRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EchoRequest) GetNamespace() string {
@@ -1047,7 +1192,7 @@ type EchoResponse struct {
 
 func (x *EchoResponse) Reset() {
 	*x = EchoResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1204,7 @@ func (x *EchoResponse) String() string {
 func (*EchoResponse) ProtoMessage() {}
 
 func (x *EchoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1217,7 @@ func (x *EchoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoResponse.ProtoReflect.Descriptor instead.
 func (*EchoResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EchoResponse) GetPayload() []byte {
@@ -1111,7 +1256,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1268,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1281,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PublishRequest) GetNamespace() string {
@@ -1175,7 +1320,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1332,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1345,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PublishResponse) GetGroup() uint32 {
@@ -1237,7 +1382,7 @@ type PublishStreamResponse struct {
 
 func (x *PublishStreamResponse) Reset() {
 	*x = PublishStreamResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1394,7 @@ func (x *PublishStreamResponse) String() string {
 func (*PublishStreamResponse) ProtoMessage() {}
 
 func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1407,7 @@ func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishStreamResponse.ProtoReflect.Descriptor instead.
 func (*PublishStreamResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PublishStreamResponse) GetPublished() uint64 {
@@ -1301,7 +1446,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1458,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1471,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubscribeRequest) GetNamespace() string {
@@ -1368,7 +1513,7 @@ type ResumePoint struct {
 
 func (x *ResumePoint) Reset() {
 	*x = ResumePoint{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1525,7 @@ func (x *ResumePoint) String() string {
 func (*ResumePoint) ProtoMessage() {}
 
 func (x *ResumePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1538,7 @@ func (x *ResumePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumePoint.ProtoReflect.Descriptor instead.
 func (*ResumePoint) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResumePoint) GetGroup() uint32 {
@@ -1431,7 +1576,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1588,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1601,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubscribeResponse) GetItem() isSubscribeResponse_Item {
@@ -1533,7 +1678,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1690,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1703,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetNamespace() string {
@@ -1645,7 +1790,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1802,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1815,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Gap) GetNamespace() string {
@@ -1726,7 +1871,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1883,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1896,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatsRequest) GetNamespace() string {
@@ -1776,7 +1921,7 @@ type KernelCounters struct {
 
 func (x *KernelCounters) Reset() {
 	*x = KernelCounters{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +1933,7 @@ func (x *KernelCounters) String() string {
 func (*KernelCounters) ProtoMessage() {}
 
 func (x *KernelCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +1946,7 @@ func (x *KernelCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelCounters.ProtoReflect.Descriptor instead.
 func (*KernelCounters) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KernelCounters) GetEcho() uint64 {
@@ -1861,7 +2006,7 @@ type DaemonCounters struct {
 
 func (x *DaemonCounters) Reset() {
 	*x = DaemonCounters{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2018,7 @@ func (x *DaemonCounters) String() string {
 func (*DaemonCounters) ProtoMessage() {}
 
 func (x *DaemonCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2031,7 @@ func (x *DaemonCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DaemonCounters.ProtoReflect.Descriptor instead.
 func (*DaemonCounters) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DaemonCounters) GetReceived() uint64 {
@@ -1946,7 +2091,7 @@ type NamespaceStats struct {
 
 func (x *NamespaceStats) Reset() {
 	*x = NamespaceStats{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2103,7 @@ func (x *NamespaceStats) String() string {
 func (*NamespaceStats) ProtoMessage() {}
 
 func (x *NamespaceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2116,7 @@ func (x *NamespaceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceStats.ProtoReflect.Descriptor instead.
 func (*NamespaceStats) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NamespaceStats) GetNamespace() string {
@@ -2009,7 +2154,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2166,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2179,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatsResponse) GetNamespaces() []*NamespaceStats {
@@ -2060,7 +2205,7 @@ type ReleaseModuleRequest struct {
 
 func (x *ReleaseModuleRequest) Reset() {
 	*x = ReleaseModuleRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2217,7 @@ func (x *ReleaseModuleRequest) String() string {
 func (*ReleaseModuleRequest) ProtoMessage() {}
 
 func (x *ReleaseModuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2230,7 @@ func (x *ReleaseModuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseModuleRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseModuleRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 // ReleaseModuleResponse lists the namespaces after the release.
@@ -2100,7 +2245,7 @@ type ReleaseModuleResponse struct {
 
 func (x *ReleaseModuleResponse) Reset() {
 	*x = ReleaseModuleResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2257,7 @@ func (x *ReleaseModuleResponse) String() string {
 func (*ReleaseModuleResponse) ProtoMessage() {}
 
 func (x *ReleaseModuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2270,7 @@ func (x *ReleaseModuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseModuleResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseModuleResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReleaseModuleResponse) GetNamespaces() []*Namespace {
@@ -2148,7 +2293,7 @@ type ResumeModuleRequest struct {
 
 func (x *ResumeModuleRequest) Reset() {
 	*x = ResumeModuleRequest{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2305,7 @@ func (x *ResumeModuleRequest) String() string {
 func (*ResumeModuleRequest) ProtoMessage() {}
 
 func (x *ResumeModuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2318,7 @@ func (x *ResumeModuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeModuleRequest.ProtoReflect.Descriptor instead.
 func (*ResumeModuleRequest) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeModuleRequest) GetWait() bool {
@@ -2196,7 +2341,7 @@ type ResumeModuleResponse struct {
 
 func (x *ResumeModuleResponse) Reset() {
 	*x = ResumeModuleResponse{}
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[31]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2353,7 @@ func (x *ResumeModuleResponse) String() string {
 func (*ResumeModuleResponse) ProtoMessage() {}
 
 func (x *ResumeModuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nsbroker_v1_broker_proto_msgTypes[31]
+	mi := &file_nsbroker_v1_broker_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2366,7 @@ func (x *ResumeModuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeModuleResponse.ProtoReflect.Descriptor instead.
 func (*ResumeModuleResponse) Descriptor() ([]byte, []int) {
-	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_nsbroker_v1_broker_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ResumeModuleResponse) GetNamespaces() []*Namespace {
@@ -2240,7 +2385,7 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tH\x00R\x04name\x12\x14\n" +
 	"\x04path\x18\x02 \x01(\tH\x00R\x04path\x12\x12\n" +
 	"\x03pid\x18\x03 \x01(\x05H\x00R\x03pidB\x06\n" +
-	"\x04kind\"\xcc\x02\n" +
+	"\x04kind\"\x89\x03\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x03ref\x18\x02 \x01(\v2\x19.nsbroker.v1.NamespaceRefR\x03ref\x12\x10\n" +
@@ -2253,7 +2398,19 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"attachedAt\x12\x14\n" +
 	"\x05epoch\x18\t \x01(\x04R\x05epoch\x12 \n" +
 	"\vsubscribers\x18\n" +
-	" \x01(\rR\vsubscribers\"\x17\n" +
+	" \x01(\rR\vsubscribers\x12;\n" +
+	"\flocal_socket\x18\v \x01(\v2\x18.nsbroker.v1.LocalSocketR\vlocalSocket\"\xd1\x01\n" +
+	"\vLocalSocket\x124\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1e.nsbroker.v1.LocalSocket.StateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"`\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tSTATE_OFF\x10\x01\x12\x0e\n" +
+	"\n" +
+	"STATE_OPEN\x10\x02\x12\x0f\n" +
+	"\vSTATE_TAKEN\x10\x03\x12\x10\n" +
+	"\fSTATE_FAILED\x10\x04\"\x17\n" +
 	"\x15ListNamespacesRequest\"P\n" +
 	"\x16ListNamespacesResponse\x126\n" +
 	"\n" +
@@ -2277,11 +2434,11 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\x16DetachNamespaceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"\x19\n" +
 	"\x17DetachNamespaceResponse\"\x18\n" +
-	"\x16WatchNamespacesRequest\"\x8d\x02\n" +
+	"\x16WatchNamespacesRequest\"\xa5\x02\n" +
 	"\x0eNamespaceEvent\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .nsbroker.v1.NamespaceEvent.KindR\x04kind\x124\n" +
 	"\tnamespace\x18\x02 \x01(\v2\x16.nsbroker.v1.NamespaceR\tnamespace\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"w\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8e\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKIND_ATTACHED\x10\x01\x12\x11\n" +
@@ -2289,7 +2446,8 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\x10KIND_UNAVAILABLE\x10\x03\x12\x0e\n" +
 	"\n" +
 	"KIND_READY\x10\x04\x12\r\n" +
-	"\tKIND_GONE\x10\x05\"E\n" +
+	"\tKIND_GONE\x10\x05\x12\x15\n" +
+	"\x11KIND_LOCAL_SOCKET\x10\x06\"E\n" +
 	"\vEchoRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\"l\n" +
@@ -2420,100 +2578,104 @@ func file_nsbroker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_nsbroker_v1_broker_proto_rawDescData
 }
 
-var file_nsbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_nsbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_nsbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_nsbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_nsbroker_v1_broker_proto_goTypes = []any{
 	(NamespaceState)(0),              // 0: nsbroker.v1.NamespaceState
 	(LossReason)(0),                  // 1: nsbroker.v1.LossReason
-	(NamespaceEvent_Kind)(0),         // 2: nsbroker.v1.NamespaceEvent.Kind
-	(*NamespaceRef)(nil),             // 3: nsbroker.v1.NamespaceRef
-	(*Namespace)(nil),                // 4: nsbroker.v1.Namespace
-	(*ListNamespacesRequest)(nil),    // 5: nsbroker.v1.ListNamespacesRequest
-	(*ListNamespacesResponse)(nil),   // 6: nsbroker.v1.ListNamespacesResponse
-	(*GetNamespaceRequest)(nil),      // 7: nsbroker.v1.GetNamespaceRequest
-	(*AttachNamespaceRequest)(nil),   // 8: nsbroker.v1.AttachNamespaceRequest
-	(*AttachNamespacesRequest)(nil),  // 9: nsbroker.v1.AttachNamespacesRequest
-	(*AttachNamespacesResponse)(nil), // 10: nsbroker.v1.AttachNamespacesResponse
-	(*AttachResult)(nil),             // 11: nsbroker.v1.AttachResult
-	(*DetachNamespaceRequest)(nil),   // 12: nsbroker.v1.DetachNamespaceRequest
-	(*DetachNamespaceResponse)(nil),  // 13: nsbroker.v1.DetachNamespaceResponse
-	(*WatchNamespacesRequest)(nil),   // 14: nsbroker.v1.WatchNamespacesRequest
-	(*NamespaceEvent)(nil),           // 15: nsbroker.v1.NamespaceEvent
-	(*EchoRequest)(nil),              // 16: nsbroker.v1.EchoRequest
-	(*EchoResponse)(nil),             // 17: nsbroker.v1.EchoResponse
-	(*PublishRequest)(nil),           // 18: nsbroker.v1.PublishRequest
-	(*PublishResponse)(nil),          // 19: nsbroker.v1.PublishResponse
-	(*PublishStreamResponse)(nil),    // 20: nsbroker.v1.PublishStreamResponse
-	(*SubscribeRequest)(nil),         // 21: nsbroker.v1.SubscribeRequest
-	(*ResumePoint)(nil),              // 22: nsbroker.v1.ResumePoint
-	(*SubscribeResponse)(nil),        // 23: nsbroker.v1.SubscribeResponse
-	(*Event)(nil),                    // 24: nsbroker.v1.Event
-	(*Gap)(nil),                      // 25: nsbroker.v1.Gap
-	(*StatsRequest)(nil),             // 26: nsbroker.v1.StatsRequest
-	(*KernelCounters)(nil),           // 27: nsbroker.v1.KernelCounters
-	(*DaemonCounters)(nil),           // 28: nsbroker.v1.DaemonCounters
-	(*NamespaceStats)(nil),           // 29: nsbroker.v1.NamespaceStats
-	(*StatsResponse)(nil),            // 30: nsbroker.v1.StatsResponse
-	(*ReleaseModuleRequest)(nil),     // 31: nsbroker.v1.ReleaseModuleRequest
-	(*ReleaseModuleResponse)(nil),    // 32: nsbroker.v1.ReleaseModuleResponse
-	(*ResumeModuleRequest)(nil),      // 33: nsbroker.v1.ResumeModuleRequest
-	(*ResumeModuleResponse)(nil),     // 34: nsbroker.v1.ResumeModuleResponse
-	nil,                              // 35: nsbroker.v1.PublishStreamResponse.LastSeqEntry
-	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(LocalSocket_State)(0),           // 2: nsbroker.v1.LocalSocket.State
+	(NamespaceEvent_Kind)(0),         // 3: nsbroker.v1.NamespaceEvent.Kind
+	(*NamespaceRef)(nil),             // 4: nsbroker.v1.NamespaceRef
+	(*Namespace)(nil),                // 5: nsbroker.v1.Namespace
+	(*LocalSocket)(nil),              // 6: nsbroker.v1.LocalSocket
+	(*ListNamespacesRequest)(nil),    // 7: nsbroker.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),   // 8: nsbroker.v1.ListNamespacesResponse
+	(*GetNamespaceRequest)(nil),      // 9: nsbroker.v1.GetNamespaceRequest
+	(*AttachNamespaceRequest)(nil),   // 10: nsbroker.v1.AttachNamespaceRequest
+	(*AttachNamespacesRequest)(nil),  // 11: nsbroker.v1.AttachNamespacesRequest
+	(*AttachNamespacesResponse)(nil), // 12: nsbroker.v1.AttachNamespacesResponse
+	(*AttachResult)(nil),             // 13: nsbroker.v1.AttachResult
+	(*DetachNamespaceRequest)(nil),   // 14: nsbroker.v1.DetachNamespaceRequest
+	(*DetachNamespaceResponse)(nil),  // 15: nsbroker.v1.DetachNamespaceResponse
+	(*WatchNamespacesRequest)(nil),   // 16: nsbroker.v1.WatchNamespacesRequest
+	(*NamespaceEvent)(nil),           // 17: nsbroker.v1.NamespaceEvent
+	(*EchoRequest)(nil),              // 18: nsbroker.v1.EchoRequest
+	(*EchoResponse)(nil),             // 19: nsbroker.v1.EchoResponse
+	(*PublishRequest)(nil),           // 20: nsbroker.v1.PublishRequest
+	(*PublishResponse)(nil),          // 21: nsbroker.v1.PublishResponse
+	(*PublishStreamResponse)(nil),    // 22: nsbroker.v1.PublishStreamResponse
+	(*SubscribeRequest)(nil),         // 23: nsbroker.v1.SubscribeRequest
+	(*ResumePoint)(nil),              // 24: nsbroker.v1.ResumePoint
+	(*SubscribeResponse)(nil),        // 25: nsbroker.v1.SubscribeResponse
+	(*Event)(nil),                    // 26: nsbroker.v1.Event
+	(*Gap)(nil),                      // 27: nsbroker.v1.Gap
+	(*StatsRequest)(nil),             // 28: nsbroker.v1.StatsRequest
+	(*KernelCounters)(nil),           // 29: nsbroker.v1.KernelCounters
+	(*DaemonCounters)(nil),           // 30: nsbroker.v1.DaemonCounters
+	(*NamespaceStats)(nil),           // 31: nsbroker.v1.NamespaceStats
+	(*StatsResponse)(nil),            // 32: nsbroker.v1.StatsResponse
+	(*ReleaseModuleRequest)(nil),     // 33: nsbroker.v1.ReleaseModuleRequest
+	(*ReleaseModuleResponse)(nil),    // 34: nsbroker.v1.ReleaseModuleResponse
+	(*ResumeModuleRequest)(nil),      // 35: nsbroker.v1.ResumeModuleRequest
+	(*ResumeModuleResponse)(nil),     // 36: nsbroker.v1.ResumeModuleResponse
+	nil,                              // 37: nsbroker.v1.PublishStreamResponse.LastSeqEntry
+	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
 }
 var file_nsbroker_v1_broker_proto_depIdxs = []int32{
-	3,  // 0: nsbroker.v1.Namespace.ref:type_name -> nsbroker.v1.NamespaceRef
+	4,  // 0: nsbroker.v1.Namespace.ref:type_name -> nsbroker.v1.NamespaceRef
 	0,  // 1: nsbroker.v1.Namespace.state:type_name -> nsbroker.v1.NamespaceState
-	36, // 2: nsbroker.v1.Namespace.attached_at:type_name -> google.protobuf.Timestamp
-	4,  // 3: nsbroker.v1.ListNamespacesResponse.namespaces:type_name -> nsbroker.v1.Namespace
-	3,  // 4: nsbroker.v1.AttachNamespaceRequest.ref:type_name -> nsbroker.v1.NamespaceRef
-	8,  // 5: nsbroker.v1.AttachNamespacesRequest.namespaces:type_name -> nsbroker.v1.AttachNamespaceRequest
-	11, // 6: nsbroker.v1.AttachNamespacesResponse.results:type_name -> nsbroker.v1.AttachResult
-	4,  // 7: nsbroker.v1.AttachResult.namespace:type_name -> nsbroker.v1.Namespace
-	2,  // 8: nsbroker.v1.NamespaceEvent.kind:type_name -> nsbroker.v1.NamespaceEvent.Kind
-	4,  // 9: nsbroker.v1.NamespaceEvent.namespace:type_name -> nsbroker.v1.Namespace
-	35, // 10: nsbroker.v1.PublishStreamResponse.last_seq:type_name -> nsbroker.v1.PublishStreamResponse.LastSeqEntry
-	22, // 11: nsbroker.v1.SubscribeRequest.resume:type_name -> nsbroker.v1.ResumePoint
-	24, // 12: nsbroker.v1.SubscribeResponse.event:type_name -> nsbroker.v1.Event
-	25, // 13: nsbroker.v1.SubscribeResponse.gap:type_name -> nsbroker.v1.Gap
-	36, // 14: nsbroker.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	1,  // 15: nsbroker.v1.Gap.reason:type_name -> nsbroker.v1.LossReason
-	27, // 16: nsbroker.v1.NamespaceStats.kernel:type_name -> nsbroker.v1.KernelCounters
-	28, // 17: nsbroker.v1.NamespaceStats.daemon:type_name -> nsbroker.v1.DaemonCounters
-	29, // 18: nsbroker.v1.StatsResponse.namespaces:type_name -> nsbroker.v1.NamespaceStats
-	4,  // 19: nsbroker.v1.ReleaseModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
-	4,  // 20: nsbroker.v1.ResumeModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
-	5,  // 21: nsbroker.v1.Broker.ListNamespaces:input_type -> nsbroker.v1.ListNamespacesRequest
-	7,  // 22: nsbroker.v1.Broker.GetNamespace:input_type -> nsbroker.v1.GetNamespaceRequest
-	8,  // 23: nsbroker.v1.Broker.AttachNamespace:input_type -> nsbroker.v1.AttachNamespaceRequest
-	9,  // 24: nsbroker.v1.Broker.AttachNamespaces:input_type -> nsbroker.v1.AttachNamespacesRequest
-	12, // 25: nsbroker.v1.Broker.DetachNamespace:input_type -> nsbroker.v1.DetachNamespaceRequest
-	14, // 26: nsbroker.v1.Broker.WatchNamespaces:input_type -> nsbroker.v1.WatchNamespacesRequest
-	16, // 27: nsbroker.v1.Broker.Echo:input_type -> nsbroker.v1.EchoRequest
-	18, // 28: nsbroker.v1.Broker.Publish:input_type -> nsbroker.v1.PublishRequest
-	18, // 29: nsbroker.v1.Broker.PublishStream:input_type -> nsbroker.v1.PublishRequest
-	21, // 30: nsbroker.v1.Broker.Subscribe:input_type -> nsbroker.v1.SubscribeRequest
-	26, // 31: nsbroker.v1.Broker.Stats:input_type -> nsbroker.v1.StatsRequest
-	31, // 32: nsbroker.v1.Broker.ReleaseModule:input_type -> nsbroker.v1.ReleaseModuleRequest
-	33, // 33: nsbroker.v1.Broker.ResumeModule:input_type -> nsbroker.v1.ResumeModuleRequest
-	6,  // 34: nsbroker.v1.Broker.ListNamespaces:output_type -> nsbroker.v1.ListNamespacesResponse
-	4,  // 35: nsbroker.v1.Broker.GetNamespace:output_type -> nsbroker.v1.Namespace
-	4,  // 36: nsbroker.v1.Broker.AttachNamespace:output_type -> nsbroker.v1.Namespace
-	10, // 37: nsbroker.v1.Broker.AttachNamespaces:output_type -> nsbroker.v1.AttachNamespacesResponse
-	13, // 38: nsbroker.v1.Broker.DetachNamespace:output_type -> nsbroker.v1.DetachNamespaceResponse
-	15, // 39: nsbroker.v1.Broker.WatchNamespaces:output_type -> nsbroker.v1.NamespaceEvent
-	17, // 40: nsbroker.v1.Broker.Echo:output_type -> nsbroker.v1.EchoResponse
-	19, // 41: nsbroker.v1.Broker.Publish:output_type -> nsbroker.v1.PublishResponse
-	20, // 42: nsbroker.v1.Broker.PublishStream:output_type -> nsbroker.v1.PublishStreamResponse
-	23, // 43: nsbroker.v1.Broker.Subscribe:output_type -> nsbroker.v1.SubscribeResponse
-	30, // 44: nsbroker.v1.Broker.Stats:output_type -> nsbroker.v1.StatsResponse
-	32, // 45: nsbroker.v1.Broker.ReleaseModule:output_type -> nsbroker.v1.ReleaseModuleResponse
-	34, // 46: nsbroker.v1.Broker.ResumeModule:output_type -> nsbroker.v1.ResumeModuleResponse
-	34, // [34:47] is the sub-list for method output_type
-	21, // [21:34] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	38, // 2: nsbroker.v1.Namespace.attached_at:type_name -> google.protobuf.Timestamp
+	6,  // 3: nsbroker.v1.Namespace.local_socket:type_name -> nsbroker.v1.LocalSocket
+	2,  // 4: nsbroker.v1.LocalSocket.state:type_name -> nsbroker.v1.LocalSocket.State
+	5,  // 5: nsbroker.v1.ListNamespacesResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	4,  // 6: nsbroker.v1.AttachNamespaceRequest.ref:type_name -> nsbroker.v1.NamespaceRef
+	10, // 7: nsbroker.v1.AttachNamespacesRequest.namespaces:type_name -> nsbroker.v1.AttachNamespaceRequest
+	13, // 8: nsbroker.v1.AttachNamespacesResponse.results:type_name -> nsbroker.v1.AttachResult
+	5,  // 9: nsbroker.v1.AttachResult.namespace:type_name -> nsbroker.v1.Namespace
+	3,  // 10: nsbroker.v1.NamespaceEvent.kind:type_name -> nsbroker.v1.NamespaceEvent.Kind
+	5,  // 11: nsbroker.v1.NamespaceEvent.namespace:type_name -> nsbroker.v1.Namespace
+	37, // 12: nsbroker.v1.PublishStreamResponse.last_seq:type_name -> nsbroker.v1.PublishStreamResponse.LastSeqEntry
+	24, // 13: nsbroker.v1.SubscribeRequest.resume:type_name -> nsbroker.v1.ResumePoint
+	26, // 14: nsbroker.v1.SubscribeResponse.event:type_name -> nsbroker.v1.Event
+	27, // 15: nsbroker.v1.SubscribeResponse.gap:type_name -> nsbroker.v1.Gap
+	38, // 16: nsbroker.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	1,  // 17: nsbroker.v1.Gap.reason:type_name -> nsbroker.v1.LossReason
+	29, // 18: nsbroker.v1.NamespaceStats.kernel:type_name -> nsbroker.v1.KernelCounters
+	30, // 19: nsbroker.v1.NamespaceStats.daemon:type_name -> nsbroker.v1.DaemonCounters
+	31, // 20: nsbroker.v1.StatsResponse.namespaces:type_name -> nsbroker.v1.NamespaceStats
+	5,  // 21: nsbroker.v1.ReleaseModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	5,  // 22: nsbroker.v1.ResumeModuleResponse.namespaces:type_name -> nsbroker.v1.Namespace
+	7,  // 23: nsbroker.v1.Broker.ListNamespaces:input_type -> nsbroker.v1.ListNamespacesRequest
+	9,  // 24: nsbroker.v1.Broker.GetNamespace:input_type -> nsbroker.v1.GetNamespaceRequest
+	10, // 25: nsbroker.v1.Broker.AttachNamespace:input_type -> nsbroker.v1.AttachNamespaceRequest
+	11, // 26: nsbroker.v1.Broker.AttachNamespaces:input_type -> nsbroker.v1.AttachNamespacesRequest
+	14, // 27: nsbroker.v1.Broker.DetachNamespace:input_type -> nsbroker.v1.DetachNamespaceRequest
+	16, // 28: nsbroker.v1.Broker.WatchNamespaces:input_type -> nsbroker.v1.WatchNamespacesRequest
+	18, // 29: nsbroker.v1.Broker.Echo:input_type -> nsbroker.v1.EchoRequest
+	20, // 30: nsbroker.v1.Broker.Publish:input_type -> nsbroker.v1.PublishRequest
+	20, // 31: nsbroker.v1.Broker.PublishStream:input_type -> nsbroker.v1.PublishRequest
+	23, // 32: nsbroker.v1.Broker.Subscribe:input_type -> nsbroker.v1.SubscribeRequest
+	28, // 33: nsbroker.v1.Broker.Stats:input_type -> nsbroker.v1.StatsRequest
+	33, // 34: nsbroker.v1.Broker.ReleaseModule:input_type -> nsbroker.v1.ReleaseModuleRequest
+	35, // 35: nsbroker.v1.Broker.ResumeModule:input_type -> nsbroker.v1.ResumeModuleRequest
+	8,  // 36: nsbroker.v1.Broker.ListNamespaces:output_type -> nsbroker.v1.ListNamespacesResponse
+	5,  // 37: nsbroker.v1.Broker.GetNamespace:output_type -> nsbroker.v1.Namespace
+	5,  // 38: nsbroker.v1.Broker.AttachNamespace:output_type -> nsbroker.v1.Namespace
+	12, // 39: nsbroker.v1.Broker.AttachNamespaces:output_type -> nsbroker.v1.AttachNamespacesResponse
+	15, // 40: nsbroker.v1.Broker.DetachNamespace:output_type -> nsbroker.v1.DetachNamespaceResponse
+	17, // 41: nsbroker.v1.Broker.WatchNamespaces:output_type -> nsbroker.v1.NamespaceEvent
+	19, // 42: nsbroker.v1.Broker.Echo:output_type -> nsbroker.v1.EchoResponse
+	21, // 43: nsbroker.v1.Broker.Publish:output_type -> nsbroker.v1.PublishResponse
+	22, // 44: nsbroker.v1.Broker.PublishStream:output_type -> nsbroker.v1.PublishStreamResponse
+	25, // 45: nsbroker.v1.Broker.Subscribe:output_type -> nsbroker.v1.SubscribeResponse
+	32, // 46: nsbroker.v1.Broker.Stats:output_type -> nsbroker.v1.StatsResponse
+	34, // 47: nsbroker.v1.Broker.ReleaseModule:output_type -> nsbroker.v1.ReleaseModuleResponse
+	36, // 48: nsbroker.v1.Broker.ResumeModule:output_type -> nsbroker.v1.ResumeModuleResponse
+	36, // [36:49] is the sub-list for method output_type
+	23, // [23:36] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_nsbroker_v1_broker_proto_init() }
@@ -2526,7 +2688,7 @@ func file_nsbroker_v1_broker_proto_init() {
 		(*NamespaceRef_Path)(nil),
 		(*NamespaceRef_Pid)(nil),
 	}
-	file_nsbroker_v1_broker_proto_msgTypes[20].OneofWrappers = []any{
+	file_nsbroker_v1_broker_proto_msgTypes[21].OneofWrappers = []any{
 		(*SubscribeResponse_Event)(nil),
 		(*SubscribeResponse_Gap)(nil),
 	}
@@ -2535,8 +2697,8 @@ func file_nsbroker_v1_broker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nsbroker_v1_broker_proto_rawDesc), len(file_nsbroker_v1_broker_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   33,
+			NumEnums:      4,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
