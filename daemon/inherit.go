@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -136,7 +135,7 @@ func (h *inherited) namespaceListener(name string, id nsmgr.ID, addr string) (*n
 	if ln == nil || err != nil {
 		return nil, err
 	}
-	got, err := listenerNetns(ln)
+	got, err := nsmgr.SocketID(ln)
 	if err == nil && got != id {
 		err = fmt.Errorf("inherited %s lives in namespace %s, not %s", name, got, id)
 	}
@@ -166,33 +165,6 @@ func (h *inherited) tcpListener(name, addr string) net.Listener {
 		return nil
 	}
 	return l
-}
-
-// listenerNetns is the network namespace a socket lives in (SIOCGSKNS).
-func listenerNetns(c syscall.Conn) (nsmgr.ID, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nsmgr.ID{}, err
-	}
-	var id nsmgr.ID
-	var opErr error
-	if err := rc.Control(func(fd uintptr) {
-		nsfd, err := unix.IoctlRetInt(int(fd), unix.SIOCGSKNS)
-		if err != nil {
-			opErr = os.NewSyscallError("ioctl SIOCGSKNS", err)
-			return
-		}
-		defer unix.Close(nsfd)
-		var st unix.Stat_t
-		if err := unix.Fstat(nsfd, &st); err != nil {
-			opErr = os.NewSyscallError("fstat", err)
-			return
-		}
-		id = nsmgr.ID{Dev: st.Dev, Ino: st.Ino}
-	}); err != nil {
-		return nsmgr.ID{}, err
-	}
-	return id, opErr
 }
 
 // listenFDStart is the first descriptor the service manager passes.

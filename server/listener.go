@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -169,38 +168,13 @@ func (l *tenantListener) Accept() (net.Conn, error) {
 	}
 }
 
-// socketNetns returns the network namespace of a connection's socket
-// (SIOCGSKNS). An accepted unix socket lives in the namespace of the
-// process that connected, which for an abstract socket is the listener's.
+// socketNetns returns the network namespace of a connection's socket.
+// An accepted unix socket lives in the namespace of the process that
+// connected, which for an abstract socket is the listener's.
 func socketNetns(c net.Conn) (nsmgr.ID, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nsmgr.ID{}, fmt.Errorf("%T has no socket", c)
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nsmgr.ID{}, err
-	}
-	var id nsmgr.ID
-	var opErr error
-	if err := rc.Control(func(fd uintptr) {
-		nsfd, err := unix.IoctlRetInt(int(fd), unix.SIOCGSKNS)
-		if err != nil {
-			opErr = os.NewSyscallError("ioctl SIOCGSKNS", err)
-			return
-		}
-		defer unix.Close(nsfd)
-		var st unix.Stat_t
-		if err := unix.Fstat(nsfd, &st); err != nil {
-			opErr = os.NewSyscallError("fstat", err)
-			return
-		}
-		id = nsmgr.ID{Dev: st.Dev, Ino: st.Ino}
-	}); err != nil {
-		return nsmgr.ID{}, err
-	}
-	if opErr == nil && id == (nsmgr.ID{}) {
-		opErr = errors.New("socket namespace has no identity")
-	}
-	return id, opErr
+	return nsmgr.SocketID(sc)
 }
