@@ -329,3 +329,41 @@ func syncSubscription(t *testing.T, d *testDaemon, inum, group uint32, sub nsbro
 func attachRef(name string) *nsbrokerv1.AttachNamespaceRequest {
 	return &nsbrokerv1.AttachNamespaceRequest{Name: name, Ref: &nsbrokerv1.NamespaceRef{Kind: &nsbrokerv1.NamespaceRef_Name{Name: name}}}
 }
+
+// TestIntegrationHealthFollowsTheNamespace: a tenant's connection lives
+// on for a moment after its namespace is detached; if the name is
+// attached again meanwhile, to another namespace, that connection may not
+// read its health: health follows the rule of every rpc (the namespace
+// the connection lives in), not the name alone.
+func TestIntegrationHealthFollowsTheNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	ns, name := newNamespace(t)
+	_, other := newNamespace(t)
+	d := startDaemon(t, func(c *Config) { c.Attach = []string{name} })
+	adminCC := dialUnix(t, d.cfg.AdminSocket)
+	waitServing(t, adminCC, name)
+	ctx := ctxTimeout(t)
+	cc, err := dialInNamespace(ns, "@nsbroker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	svc := namespaceService(name)
+	if resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("tenant's health of its namespace: got %v, %v; want SERVING", resp, err)
+	}
+	admin := nsbrokerv1.NewBrokerClient(adminCC)
+	if _, err := admin.DetachNamespace(ctx, &nsbrokerv1.DetachNamespaceRequest{Namespace: name}); err != nil {
+		t.Fatal(err)
+	}
+	req := attachRef(other)
+	req.Name = name // the same name, another namespace
+	if _, err := admin.AttachNamespace(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	waitServing(t, adminCC, name)
+	// Within the connection's grace: the old tenant asks.
+	_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+	wantCode(t, "the old tenant's health of the name now attached to another namespace", err, codes.NotFound)
+}

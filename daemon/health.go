@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -9,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
-	"github.com/nsbroker/nsbroker/server"
 )
 
 // brokerService is the Broker service's name; a namespace's health
@@ -29,6 +29,10 @@ type servingStatus = healthpb.HealthCheckResponse_ServingStatus
 type healthServer struct {
 	healthpb.UnimplementedHealthServer
 
+	// reaches is the server's rule for who may reach a namespace
+	// (server.Server.Reaches); set before the server serves.
+	reaches func(ctx context.Context, name string) bool
+
 	mu       sync.Mutex // guards the fields below
 	status   map[string]servingStatus
 	watchers map[string]map[chan servingStatus]struct{}
@@ -45,24 +49,14 @@ func newHealthServer() *healthServer {
 	}
 }
 
-// visible reports whether the caller may learn about service.
-func visible(ctx context.Context, service string) bool {
+// visible reports whether the caller may learn about service: the
+// overall ones, and a namespace's by the rule every rpc follows.
+func (h *healthServer) visible(ctx context.Context, service string) bool {
 	if service == "" || service == brokerService {
 		return true
 	}
-	id, ok := server.IdentityFromContext(ctx)
-	if !ok {
-		return false
-	}
-	if id.Role == server.RoleAdmin {
-		return true
-	}
-	for _, ns := range id.Namespaces {
-		if service == namespaceService(ns) {
-			return true
-		}
-	}
-	return false
+	name, ok := strings.CutPrefix(service, brokerService+"/")
+	return ok && h.reaches(ctx, name)
 }
 
 // Check implements grpc.health.v1.Health.
@@ -70,7 +64,7 @@ func (h *healthServer) Check(ctx context.Context, req *healthpb.HealthCheckReque
 	h.mu.Lock()
 	st, ok := h.status[req.GetService()]
 	h.mu.Unlock()
-	if !ok || !visible(ctx, req.GetService()) {
+	if !ok || !h.visible(ctx, req.GetService()) {
 		return nil, status.Error(codes.NotFound, "unknown service")
 	}
 	return &healthpb.HealthCheckResponse{Status: st}, nil
@@ -82,7 +76,7 @@ func (h *healthServer) List(ctx context.Context, _ *healthpb.HealthListRequest) 
 	defer h.mu.Unlock()
 	out := make(map[string]*healthpb.HealthCheckResponse)
 	for svc, st := range h.status {
-		if !visible(ctx, svc) {
+		if !h.visible(ctx, svc) {
 			continue
 		}
 		if len(out) == maxListed {
@@ -99,7 +93,7 @@ func (h *healthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.H
 	svc := req.GetService()
 	ctx := stream.Context()
 	updates := make(chan servingStatus, 1)
-	if !visible(ctx, svc) {
+	if !h.visible(ctx, svc) {
 		updates <- healthpb.HealthCheckResponse_SERVICE_UNKNOWN
 	} else {
 		h.mu.Lock()

@@ -26,21 +26,14 @@ type observer struct {
 // "nsbroker.v1.Broker/Echo".
 func rpcName(fullMethod string) string { return strings.TrimPrefix(fullMethod, "/") }
 
-// requestNamespace is the namespace a request addresses: its namespace
-// field, or for a tenant of exactly one namespace an empty field's
-// meaning. "" when there is none.
+// requestNamespace is the namespace a request addresses, as the server
+// resolves it; "" when there is none.
 func requestNamespace(ctx context.Context, req any) string {
 	r, ok := req.(interface{ GetNamespace() string })
 	if !ok {
 		return ""
 	}
-	if ns := r.GetNamespace(); ns != "" {
-		return ns
-	}
-	if id, ok := server.IdentityFromContext(ctx); ok && id.Role == server.RoleTenant && len(id.Namespaces) == 1 {
-		return id.Namespaces[0]
-	}
-	return ""
+	return server.RequestedNamespace(ctx, r.GetNamespace())
 }
 
 func (o *observer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -128,9 +121,6 @@ func (s *observedStream) SendMsg(m any) error {
 	return err
 }
 
-// errShuttingDown ends the streams the daemon cuts when it stops.
-var errShuttingDown = status.Error(codes.Unavailable, "server shutting down")
-
 // stopper ends server-streaming rpcs (Subscribe, WatchNamespaces, health
 // Watch), which would otherwise never finish, when the daemon stops, so
 // that the graceful stop does not wait for them until its deadline.
@@ -149,7 +139,7 @@ func (st *stopper) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	defer stop()
 	err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
 	if st.stopping.Err() != nil && ss.Context().Err() == nil {
-		return errShuttingDown
+		return server.ErrShuttingDown
 	}
 	return err
 }

@@ -407,6 +407,7 @@ func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
 	budget := server.NewBudget(cfg.limits(), d.m.refused)
 	srv := server.New(d.b, &server.Config{Budget: budget, LocalSocket: d.localStatus})
 	d.srv = srv
+	d.health.reaches = srv.Reaches
 	opts := append(budget.GRPCOptions(server.Credentials(d.tlsConfig(), d.tenants.current)),
 		grpc.ChainUnaryInterceptor(obs.unary, d.state.unary),
 		grpc.ChainStreamInterceptor(obs.stream, st.stream),

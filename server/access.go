@@ -84,11 +84,8 @@ func (s *Server) resolve(id Identity, name string) (string, error) {
 	if err := broker.CheckName(name); err != nil {
 		return "", ToStatus(err)
 	}
-	if name == "" {
-		if id.Role != RoleTenant || len(id.Namespaces) != 1 {
-			return "", status.Error(codes.InvalidArgument, "namespace is required")
-		}
-		name = id.Namespaces[0]
+	if name = requested(id, name); name == "" {
+		return "", status.Error(codes.InvalidArgument, "namespace is required")
 	}
 	if !id.may(name) {
 		return "", notFound(name)
@@ -103,6 +100,39 @@ func (s *Server) resolve(id Identity, name string) (string, error) {
 		}
 	}
 	return name, nil
+}
+
+// requested is the attach name a request's namespace field means for id:
+// the field itself, or for a tenant of exactly one namespace an empty
+// field's meaning; "" when there is none.
+func requested(id Identity, field string) string {
+	if field == "" && id.Role == RoleTenant && len(id.Namespaces) == 1 {
+		return id.Namespaces[0]
+	}
+	return field
+}
+
+// RequestedNamespace is the attach name a request's namespace field means
+// for the caller of ctx, as every rpc resolves it: the field itself, or a
+// tenant's only namespace for an empty one; "" when there is none. It
+// says nothing of whether the caller may reach it (Reaches does).
+func RequestedNamespace(ctx context.Context, field string) string {
+	id, _ := IdentityFromContext(ctx)
+	return requested(id, field)
+}
+
+// Reaches reports whether the caller of ctx may reach the namespace
+// attached under name, by the rule every rpc follows: for a tenant of a
+// namespace-local socket, only while the name is attached to the
+// namespace its connection lives in. For services outside this Server
+// that speak of namespaces, such as health.
+func (s *Server) Reaches(ctx context.Context, name string) bool {
+	id, ok := IdentityFromContext(ctx)
+	if !ok || name == "" {
+		return false
+	}
+	_, err := s.resolve(id, name)
+	return err == nil
 }
 
 // visible reports whether id may see the attached namespace in.

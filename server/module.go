@@ -61,11 +61,11 @@ func (s *Server) ResumeModule(ctx context.Context, req *nsbrokerv1.ResumeModuleR
 	}
 }
 
-// open returns errShuttingDown once the broker is closed: releasing or
+// open returns ErrShuttingDown once the broker is closed: releasing or
 // resuming it then means nothing.
 func (s *Server) open() error {
 	if _, err := s.b.Get(""); errors.Is(err, broker.ErrClosed) {
-		return errShuttingDown
+		return ErrShuttingDown
 	}
 	return nil
 }

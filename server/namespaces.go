@@ -188,7 +188,7 @@ watch:
 // broker closed, or the watcher fell behind.
 func (s *Server) watchEnd() error {
 	if _, err := s.b.Get(""); errors.Is(err, broker.ErrClosed) {
-		return errShuttingDown
+		return ErrShuttingDown
 	}
 	return ToStatus(fmt.Errorf("watch: %w", broker.ErrWatchOverflow))
 }

@@ -35,8 +35,9 @@ func statusError(code codes.Code, msg string) error {
 	return status.Error(code, quote.Cut(msg, maxMessage))
 }
 
-// errShuttingDown ends whatever is open when the broker closes.
-var errShuttingDown = status.Error(codes.Unavailable, "server shutting down")
+// ErrShuttingDown ends whatever is open when the server stops: UNAVAILABLE,
+// so that clients reconnect (to the next daemon).
+var ErrShuttingDown = status.Error(codes.Unavailable, "server shutting down")
 
 // ToStatus converts an error of the broker, family or nsmgr packages to
 // the gRPC status the API promises. Status errors and nil pass through.
@@ -59,7 +60,7 @@ func ToStatus(err error) error {
 		}
 		return statusError(codes.NotFound, err.Error())
 	case errors.Is(err, broker.ErrClosed):
-		return errShuttingDown
+		return ErrShuttingDown
 	case errors.Is(err, broker.ErrExists):
 		return statusError(codes.AlreadyExists, err.Error())
 	case errors.Is(err, broker.ErrUnavailable):
