@@ -705,6 +705,13 @@ func (b *Broker) recover() {
 	}
 }
 
+// Closed reports whether Close was called.
+func (b *Broker) Closed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
 // Close detaches every namespace and stops the broker.
 func (b *Broker) Close() error {
 	b.mu.Lock()

@@ -709,3 +709,14 @@ func TestAttachNameBound(t *testing.T) {
 		t.Fatalf("Get of the name of %d bytes: %v", MaxNameLen, err)
 	}
 }
+
+func TestClosed(t *testing.T) {
+	b, _, _, _ := fakeSetup(t, 1, nil)
+	if b.Closed() {
+		t.Fatal("Closed() before Close: true, want false")
+	}
+	b.Close()
+	if !b.Closed() {
+		t.Fatal("Closed() after Close: false, want true")
+	}
+}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/status"
@@ -64,7 +63,7 @@ func (s *Server) ResumeModule(ctx context.Context, req *nsbrokerv1.ResumeModuleR
 // open returns ErrShuttingDown once the broker is closed: releasing or
 // resuming it then means nothing.
 func (s *Server) open() error {
-	if _, err := s.b.Get(""); errors.Is(err, broker.ErrClosed) {
+	if s.b.Closed() {
 		return ErrShuttingDown
 	}
 	return nil

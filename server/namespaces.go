@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -187,7 +186,7 @@ watch:
 // watchEnd says why a namespace watch ended without being cancelled: the
 // broker closed, or the watcher fell behind.
 func (s *Server) watchEnd() error {
-	if _, err := s.b.Get(""); errors.Is(err, broker.ErrClosed) {
+	if s.b.Closed() {
 		return ErrShuttingDown
 	}
 	return ToStatus(fmt.Errorf("watch: %w", broker.ErrWatchOverflow))
