@@ -317,7 +317,9 @@ func DefaultName(ref nsmgr.Ref) string {
 // it under the given name (DefaultName(ref) when empty). A namespace whose
 // module is missing is attached all the same, as unavailable, and
 // connects by itself once the module is there. A name longer than
-// MaxNameLen, given or derived, is refused before ref is opened.
+// MaxNameLen, given or derived, is refused before ref is opened. An Attach
+// whose ctx ends before the namespace is registered attaches nothing and
+// returns ctx's error; once registered, the attach completes.
 func (b *Broker) Attach(ctx context.Context, name string, ref nsmgr.Ref) (Info, error) {
 	if err := ref.Validate(); err != nil {
 		return Info{}, opError("attach", name, err)
@@ -332,12 +334,20 @@ func (b *Broker) Attach(ctx context.Context, name string, ref nsmgr.Ref) (Info, 
 		}
 		return Info{}, opError("attach", "", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return Info{}, opError("attach", name, err)
+	}
 	ns, err := nsmgr.Open(ref)
 	if err != nil {
 		return Info{}, opError("attach", name, err)
 	}
 
 	b.mu.Lock()
+	if err := ctx.Err(); err != nil {
+		b.mu.Unlock()
+		ns.Close()
+		return Info{}, opError("attach", name, err)
+	}
 	if b.closed {
 		b.mu.Unlock()
 		ns.Close()

@@ -720,3 +720,18 @@ func TestClosed(t *testing.T) {
 		t.Fatal("Closed() after Close: false, want true")
 	}
 }
+
+// TestAttachHonoursContext: an Attach whose context has ended attaches
+// nothing and says why.
+func TestAttachHonoursContext(t *testing.T) {
+	b, _, _, _ := fakeSetup(t, 0, nil)
+	name, _ := newNamed(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Attach(ctx, name, nsmgr.Ref{Name: name}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Attach with a cancelled context: got %v, want context.Canceled", err)
+	}
+	if _, err := b.Get(name); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after the cancelled Attach: got %v, want ErrNotFound", err)
+	}
+}
