@@ -43,6 +43,8 @@ func runChild(mode string) int {
 	case "admin":
 	case "squat":
 		return squat(os.Getenv(netnsEnv), os.Getenv(socketEnv))
+	case "fake-main":
+		return runFakeMain()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child mode %q\n", mode)
 		return 2

@@ -248,11 +248,7 @@ func sendFiles(c *net.UnixConn, names []string, files []*os.File) error {
 		}
 		var oob []byte
 		if j > i {
-			fds := make([]int, 0, j-i)
-			for _, f := range files[i:j] {
-				fds = append(fds, int(f.Fd()))
-			}
-			oob = unix.UnixRights(fds...)
+			oob = unix.UnixRights(rawFDs(files[i:j])...)
 		}
 		if _, _, err := c.WriteMsgUnix(data, oob, nil); err != nil {
 			return err

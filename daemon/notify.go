@@ -2,8 +2,8 @@ package daemon
 
 import (
 	"fmt"
-	"net"
 	"os"
+	"runtime"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -13,17 +13,7 @@ import (
 // STOPPING=1, ...) when it asked to be told, through $NOTIFY_SOCKET
 // (systemd's Type=notify and Type=notify-reload).
 func sdNotify(state string) error {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return nil
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Write([]byte(state))
-	return err
+	return sdNotifyFiles(state)
 }
 
 // reloadingState is the notification that a reload began; the service
@@ -57,25 +47,50 @@ func sdUnstore(name string) error {
 	return sdNotifyFiles("FDSTOREREMOVE=1\nFDNAME=" + name)
 }
 
-// sdNotifyFiles is sdNotify with descriptors (SCM_RIGHTS).
+// sdNotifyFiles is sdNotify with descriptors (SCM_RIGHTS). It sends from
+// an unconnected datagram socket with sendmsg, as sd_pid_notify_with_fds
+// does: Go's net package refuses WriteMsgUnix on a connected datagram
+// socket (ErrWriteToConnected), whatever the address.
 func sdNotifyFiles(state string, files ...*os.File) error {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
 		return nil
 	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return os.NewSyscallError("socket", err)
 	}
-	defer c.Close()
-	var fds []int
-	for _, f := range files {
-		fds = append(fds, int(f.Fd()))
-	}
+	defer unix.Close(fd)
 	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
+	if len(files) > 0 {
+		oob = unix.UnixRights(rawFDs(files)...)
 	}
-	_, _, err = c.WriteMsgUnix([]byte(state), oob, nil)
-	return err
+	for {
+		err = unix.Sendmsg(fd, []byte(state), oob, &unix.SockaddrUnix{Name: addr}, unix.MSG_NOSIGNAL)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	runtime.KeepAlive(files)
+	if err != nil {
+		return os.NewSyscallError("sendmsg", err)
+	}
+	return nil
+}
+
+// rawFDs returns the descriptors of files, which must stay open while
+// they are used. Unlike File.Fd it leaves them in non-blocking mode: the
+// mode belongs to the open file description, which a listener's File()
+// shares with the listener, and a listener in blocking mode makes its
+// Accept block in the kernel, where Close cannot end it.
+func rawFDs(files []*os.File) []int {
+	fds := make([]int, 0, len(files))
+	for _, f := range files {
+		fd := -1
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(p uintptr) { fd = int(p) })
+		}
+		fds = append(fds, fd)
+	}
+	return fds
 }

@@ -130,6 +130,10 @@ func StartIn(t *testing.T, timeout time.Duration, cgroup string, args ...string)
 	return d
 }
 
+// Pid is the process's id. (The admin socket's SO_PEERCRED names the
+// process that listened on it, which is another after a handover.)
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
 // Exited is closed once the process has exited.
 func (d *Daemon) Exited() <-chan struct{} { return d.exited }
 

@@ -27,13 +27,17 @@ import (
 // The forger is the test binary run again with forgerEnv set to the
 // module's unit, in a user namespace of its own (uid 0 there is nobody
 // outside) and a network namespace that user namespace owns: the root of
-// a rootless container. TestMain runs it instead of the tests.
+// a rootless container. TestMain runs it instead of the tests, as it runs
+// the squatter (restart_test.go).
 const (
 	forgerEnv = "NSB_FAULT_FORGER"
 	nobody    = 65534
 )
 
 func TestMain(m *testing.M) {
+	if name := os.Getenv(squatterEnv); name != "" {
+		os.Exit(runSquatter(name))
+	}
 	if unit := os.Getenv(forgerEnv); unit != "" {
 		if err := runForger(unit); err != nil {
 			fmt.Fprintf(os.Stderr, "forger: %v\n", err)

@@ -201,27 +201,35 @@ type accounted struct {
 // and nothing outside it but the live event.
 func account(t *testing.T, items []*nsbrokerv1.SubscribeResponse, want accounting) accounted {
 	t.Helper()
+	return accountItems(t, items[:len(items)-1], want, items)
+}
+
+// accountItems checks that items account for every number in want
+// exactly once, in order, as an event or inside a gap, and for nothing
+// else; all is what a failure shows.
+func accountItems(t *testing.T, items []*nsbrokerv1.SubscribeResponse, want accounting, all []*nsbrokerv1.SubscribeResponse) accounted {
+	t.Helper()
 	var got accounted
 	next := want.from
-	for _, it := range items[:len(items)-1] {
+	for _, it := range items {
 		switch {
 		case it.GetEvent() != nil:
 			if seq := it.GetEvent().GetSeq(); seq != next {
-				t.Fatalf("event %d where %d is due\n%s", seq, next, describeItems(items))
+				t.Fatalf("event %d where %d is due\n%s", seq, next, describeItems(all))
 			}
 			got.events++
 			next++
 		case it.GetGap() != nil:
 			g := it.GetGap()
 			if g.GetFromSeq() != next || g.GetToSeq() < next {
-				t.Fatalf("gap %d-%d where %d is due\n%s", g.GetFromSeq(), g.GetToSeq(), next, describeItems(items))
+				t.Fatalf("gap %d-%d where %d is due\n%s", g.GetFromSeq(), g.GetToSeq(), next, describeItems(all))
 			}
 			got.gaps = append(got.gaps, fmt.Sprintf("gap %d-%d %s", g.GetFromSeq(), g.GetToSeq(), strings.TrimPrefix(g.GetReason().String(), "LOSS_REASON_")))
 			next = g.GetToSeq() + 1
 		}
 	}
 	if next != want.to+1 {
-		t.Fatalf("accounted for %d..%d, want %d..%d\n%s", want.from, next-1, want.from, want.to, describeItems(items))
+		t.Fatalf("accounted for %d..%d, want %d..%d\n%s", want.from, next-1, want.from, want.to, describeItems(all))
 	}
 	return got
 }
