@@ -131,6 +131,35 @@ func TestIntegrationAttachMissingNamespace(t *testing.T) {
 	}
 }
 
+// FileSocket waits for the namespace's filesystem socket, and names the
+// one the daemon listens on for that namespace.
+func TestIntegrationFileSocket(t *testing.T) {
+	testenv.RequireRoot(t)
+	d := attachertest.Start(t)
+	ctx := context10s(t)
+	c, err := attacher.Dial(ctx, d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ref, _ := newNamed(t)
+	if _, err := c.Attach(ctx, "ctr-1", ref); err != nil {
+		t.Fatal(err)
+	}
+	// Asked at once: the daemon may not have opened it yet.
+	path, err := c.FileSocket(ctx, "ctr-1")
+	if want := filepath.Join(filepath.Dir(d.Socket), "ns", "ctr-1", "nsbroker.sock"); err != nil || path != want {
+		t.Fatalf("FileSocket = %q, %v; want %q", path, err, want)
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("%s: %v, %v; want a socket", path, fi, err)
+	}
+	_, err = c.FileSocket(ctx, "nope")
+	if status.Code(err) != codes.NotFound || !strings.HasPrefix(err.Error(), `get namespace "nope": nsbrokerd answered NotFound`) {
+		t.Errorf("FileSocket of a name not attached: %v, want NotFound", err)
+	}
+}
+
 func TestIntegrationRPCError(t *testing.T) {
 	testenv.RequireRoot(t)
 	d := attachertest.Start(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -72,6 +73,34 @@ func (c *Client) Detach(ctx context.Context, name string) (detached bool, err er
 		return false, fmt.Errorf("detach %q: %w", name, rpcErr(err))
 	}
 	return true, nil
+}
+
+// fileSocketPoll is how often FileSocket asks again.
+const fileSocketPoll = 10 * time.Millisecond
+
+// FileSocket returns the path of the filesystem socket through which the
+// daemon serves the namespace attached as name to that namespace's own
+// processes, or "" when it serves none (file_socket_dir is off, or the
+// socket could not be opened: the daemon logs why). The daemon sets a
+// namespace's local sockets up just after it attaches it, so FileSocket
+// asks until it has, or until ctx is done.
+func (c *Client) FileSocket(ctx context.Context, name string) (string, error) {
+	for {
+		ns, err := c.api.GetNamespace(ctx, &nsbrokerv1.GetNamespaceRequest{Namespace: name})
+		if err != nil {
+			return "", fmt.Errorf("get namespace %q: %w", name, rpcErr(err))
+		}
+		if ls := ns.GetLocalSocket(); ls.GetState() != nsbrokerv1.LocalSocket_STATE_UNSPECIFIED {
+			return ls.GetPath(), nil
+		}
+		t := time.NewTimer(fileSocketPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", fmt.Errorf("namespace %q: its local sockets are not set up yet: %w", name, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // RPCError is an rpc the daemon answered with an error status. It keeps

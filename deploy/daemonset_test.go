@@ -91,6 +91,19 @@ func TestDaemonSet(t *testing.T) {
 	if err != nil || sel.Empty() || !sel.Matches(labels.Set(ds.Spec.Template.Labels)) {
 		t.Errorf("selector %v (%v) does not select the pod labels %v", ds.Spec.Selector, err, ds.Spec.Template.Labels)
 	}
+	// A rolling update starts the new pod first and hands the sockets
+	// over; the old pod stops only once the new one is available.
+	if u := ds.Spec.UpdateStrategy; u.Type != appsv1.RollingUpdateDaemonSetStrategyType || u.RollingUpdate == nil ||
+		u.RollingUpdate.MaxSurge == nil || u.RollingUpdate.MaxSurge.String() != "1" ||
+		u.RollingUpdate.MaxUnavailable == nil || u.RollingUpdate.MaxUnavailable.String() != "0" {
+		t.Errorf("update strategy %+v, want RollingUpdate with maxSurge 1 and maxUnavailable 0 (the handover)", u)
+	}
+	// The new pod's readiness probe is answered by whichever daemon serves
+	// the shared admin socket: time for the handover before the old pod
+	// is stopped.
+	if ds.Spec.MinReadySeconds < 10 {
+		t.Errorf("minReadySeconds %d, want at least 10", ds.Spec.MinReadySeconds)
+	}
 	spec := ds.Spec.Template.Spec
 	if !spec.HostPID {
 		t.Error("hostPID is false: /proc/PID/ns/net of the node's processes would be out of reach")
@@ -152,10 +165,21 @@ func TestDaemonSet(t *testing.T) {
 	if hp, _ := mounted(d, socketDir); hp != socketDir {
 		t.Errorf("nsbrokerd: %s is the node's %q, want the same directory, where the node's CNI plugin looks", socketDir, hp)
 	}
-	// The state file outlives the pod (a restart, an update) on the node.
+	// The state file outlives the pod (a restart, an update) on the node;
+	// the handover socket, where a new pod asks the old one for its
+	// sockets, and the namespaces' filesystem sockets, which the OCI hook
+	// mounts into containers, are on the node's path too.
 	for _, a := range d.Args {
-		if strings.HasPrefix(a, "--state-file") {
-			t.Errorf("nsbrokerd argument %q: want the default state file, on the hostPath %s", a, socketDir)
+		for _, f := range []string{"--state-file", "--handover-socket", "--file-socket-dir"} {
+			if strings.HasPrefix(a, f) {
+				t.Errorf("nsbrokerd argument %q: want the default, on the hostPath %s", a, socketDir)
+			}
+		}
+	}
+	def := daemon.Defaults()
+	for name, p := range map[string]string{"handover socket": def.HandoverSocket, "file socket directory": def.FileSocketDir} {
+		if p == "" || filepath.IsAbs(p) {
+			t.Errorf("the default %s is %q, want a path relative to the admin socket's directory %s", name, p, socketDir)
 		}
 	}
 	if dir := filepath.Dir(daemon.DefaultStateFile); dir != socketDir {

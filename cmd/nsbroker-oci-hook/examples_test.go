@@ -66,8 +66,9 @@ func checkHook(t *testing.T, where string, h specs.Hook, stage string) {
 		t.Errorf("%s: args %q: %v", where, h.Args, err)
 		return
 	}
-	if opts.stage != stage || opts.socket != attacher.DefaultSocket {
-		t.Errorf("%s: stage %q socket %q, want %q %q", where, opts.stage, opts.socket, stage, attacher.DefaultSocket)
+	// createRuntime and createContainer meet in the state directory.
+	if opts.stage != stage || opts.socket != attacher.DefaultSocket || opts.stateDir != defaultStateDir {
+		t.Errorf("%s: stage %q socket %q state directory %q, want %q %q %q", where, opts.stage, opts.socket, opts.stateDir, stage, attacher.DefaultSocket, defaultStateDir)
 	}
 	// The runtime's deadline must leave the hook time to report its own.
 	if h.Timeout == nil || float64(*h.Timeout) <= opts.timeout.Seconds() {
@@ -78,6 +79,7 @@ func checkHook(t *testing.T, where string, h specs.Hook, stage string) {
 func TestExampleHooksD(t *testing.T) {
 	for file, stage := range map[string]string{
 		"nsbroker-attach.json": stageCreateRuntime,
+		"nsbroker-mount.json":  stageCreateContainer,
 		"nsbroker-detach.json": stagePoststop,
 	} {
 		var f hooksDFile
@@ -92,14 +94,15 @@ func TestExampleHooksD(t *testing.T) {
 func TestExampleRuncHooks(t *testing.T) {
 	var stages map[string]json.RawMessage
 	decodeStrict(t, exampleRuncHooks, &stages)
-	if got := slices.Sorted(maps.Keys(stages)); !slices.Equal(got, []string{"createRuntime", "poststop"}) {
-		t.Fatalf("%s: stages %q, want createRuntime and poststop", exampleRuncHooks, got)
+	if got := slices.Sorted(maps.Keys(stages)); !slices.Equal(got, []string{"createContainer", "createRuntime", "poststop"}) {
+		t.Fatalf("%s: stages %q, want createContainer, createRuntime and poststop", exampleRuncHooks, got)
 	}
 	var hooks specs.Hooks
 	decodeStrict(t, exampleRuncHooks, &hooks)
-	if len(hooks.CreateRuntime) != 1 || len(hooks.Poststop) != 1 {
-		t.Fatalf("%s: want one createRuntime and one poststop hook, got %+v", exampleRuncHooks, hooks)
+	if len(hooks.CreateRuntime) != 1 || len(hooks.CreateContainer) != 1 || len(hooks.Poststop) != 1 {
+		t.Fatalf("%s: want one createRuntime, one createContainer and one poststop hook, got %+v", exampleRuncHooks, hooks)
 	}
 	checkHook(t, "createRuntime", hooks.CreateRuntime[0], stageCreateRuntime)
+	checkHook(t, "createContainer", hooks.CreateContainer[0], stageCreateContainer)
 	checkHook(t, "poststop", hooks.Poststop[0], stagePoststop)
 }

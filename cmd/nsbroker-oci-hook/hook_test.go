@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,12 @@ const hookEnv = "NSB_OCI_HOOK_TEST_MAIN"
 func TestMain(m *testing.M) {
 	if os.Getenv(hookEnv) == "1" {
 		main()
+	}
+	if os.Getenv(containerEnv) == "1" {
+		os.Exit(containerMain())
+	}
+	if os.Getenv(echoEnv) == "1" {
+		os.Exit(report(containerSocketDir))
 	}
 	os.Exit(m.Run())
 }
@@ -74,7 +81,8 @@ func TestUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{},
 		{"createRuntime", "poststop"},
-		{"createContainer"},
+		{"startContainer"},
+		{"--state-dir", "run/oci", "poststop"},
 		{"--timeout", "0s", "poststop"},
 		{"--socket", "", "poststop"},
 		{"--bogus", "poststop"},
@@ -109,7 +117,8 @@ func TestIntegrationRecordedState(t *testing.T) {
 	testenv.RequireRoot(t)
 	d := attachertest.Start(t)
 	pid, id := netnsChild(t)
-	socket := []string{"--socket", d.Socket}
+	stateDir := t.TempDir()
+	socket := []string{"--socket", d.Socket, "--state-dir", stateDir}
 
 	for i := range 2 { // the second time finds it attached
 		if code, stderr := hook(recorded(t, "createRuntime", pid), append(socket, "createRuntime")...); code != exitOK {
@@ -123,6 +132,12 @@ func TestIntegrationRecordedState(t *testing.T) {
 	if ns.GetInode() != id.Ino || ns.GetDev() != id.Dev || ns.GetRef().GetPid() != int32(pid) {
 		t.Errorf("attached net:[%d] dev %d ref %v; want net:[%d] dev %d pid %d", ns.GetInode(), ns.GetDev(), ns.GetRef(), id.Ino, id.Dev, pid)
 	}
+	// The note for createContainer: the namespace, and its socket.
+	n, err := readNote(stateDir, "rec1")
+	want := &note{Dev: id.Dev, Ino: id.Ino, Name: "oci-rec1", Socket: filepath.Join(filepath.Dir(d.Socket), "ns", "oci-rec1", "nsbroker.sock")}
+	if err != nil || *n != *want {
+		t.Errorf("note after createRuntime: %+v, %v; want %+v", n, err, want)
+	}
 
 	// The process is still there: only the hook can detach it now.
 	for i := range 2 { // the second time finds it detached
@@ -132,10 +147,13 @@ func TestIntegrationRecordedState(t *testing.T) {
 		if got := d.Names(t); len(got) != 0 {
 			t.Fatalf("after poststop #%d the daemon lists %q, want nothing", i+1, got)
 		}
+		if _, err := readNote(stateDir, "rec1"); !errors.Is(err, errNoNote) {
+			t.Fatalf("note after poststop #%d: %v, want none", i+1, err)
+		}
 	}
 
 	// prestart, the deprecated stage, attaches too; with another prefix.
-	if code, stderr := hook(recorded(t, "createRuntime", pid), "--socket", d.Socket, "--name-prefix", "ctr/", "prestart"); code != exitOK {
+	if code, stderr := hook(recorded(t, "createRuntime", pid), "--socket", d.Socket, "--state-dir", stateDir, "--name-prefix", "ctr/", "prestart"); code != exitOK {
 		t.Fatalf("prestart: exit %d: %s", code, stderr)
 	}
 	if ns := d.Get(t, "ctr/rec1"); ns.GetInode() != id.Ino {
@@ -148,12 +166,18 @@ func TestIntegrationRecordedState(t *testing.T) {
 func TestIntegrationHostNetwork(t *testing.T) {
 	testenv.RequireRoot(t)
 	d := attachertest.Start(t)
-	code, stderr := hook(recorded(t, "createRuntime", os.Getpid()), "--socket", d.Socket, "createRuntime")
+	stateDir := t.TempDir()
+	code, stderr := hook(recorded(t, "createRuntime", os.Getpid()), "--socket", d.Socket, "--state-dir", stateDir, "createRuntime")
 	if want := "oci-rec1 shares the runtime's network namespace; not attached"; code != exitOK || !strings.Contains(stderr, want) {
 		t.Errorf("exit %d, stderr %q; want 0 and %q", code, stderr, want)
 	}
 	if got := d.Names(t); len(got) != 0 {
 		t.Errorf("the daemon lists %q, want nothing", got)
+	}
+	// createContainer, in the same namespace, mounts nothing.
+	code, stderr = hook(recorded(t, "createContainer", 1), "--state-dir", stateDir, "createContainer")
+	if want := "rec1 shares the runtime's network namespace; no socket mounted"; code != exitOK || !strings.Contains(stderr, want) {
+		t.Errorf("createContainer: exit %d, stderr %q; want 0 and %q", code, stderr, want)
 	}
 }
 
@@ -161,12 +185,16 @@ func TestIntegrationDaemonDown(t *testing.T) {
 	testenv.RequireRoot(t)
 	pid, _ := netnsChild(t)
 	socket := filepath.Join(t.TempDir(), "nsbroker.sock")
-	code, stderr := hook(recorded(t, "createRuntime", pid), "--socket", socket, "createRuntime")
+	stateDir := t.TempDir()
+	code, stderr := hook(recorded(t, "createRuntime", pid), "--socket", socket, "--state-dir", stateDir, "createRuntime")
 	want := `nsbroker-oci-hook: createRuntime: container "rec1": nsbrokerd is not running: ` + socket + ": connect: no such file or directory\n"
 	if code != exitFailure || stderr != want {
 		t.Errorf("createRuntime without a daemon: exit %d, stderr\n%q\nwant %d and\n%q", code, stderr, exitFailure, want)
 	}
-	if code, stderr := hook(recorded(t, "poststop", 0), "--socket", socket, "poststop"); code != exitOK || stderr != "" {
+	if _, err := readNote(stateDir, "rec1"); !errors.Is(err, errNoNote) {
+		t.Errorf("note after a failed createRuntime: %v, want none", err)
+	}
+	if code, stderr := hook(recorded(t, "poststop", 0), "--socket", socket, "--state-dir", stateDir, "poststop"); code != exitOK || stderr != "" {
 		t.Errorf("poststop without a daemon: exit %d, stderr %q; want 0 and nothing", code, stderr)
 	}
 }

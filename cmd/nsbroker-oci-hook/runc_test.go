@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,8 +65,13 @@ func (r *runc) run(args ...string) (string, error) {
 	return string(data), err
 }
 
+// echoEnv makes the test binary, run as a container's process, report
+// what it sees through containerSocket.
+const echoEnv = "NSB_OCI_HOOK_TEST_ECHO"
+
 // bundle makes a bundle running sleep in busybox with the example hooks,
-// pointed at socket and at this test binary.
+// pointed at socket, at a state directory of the test's and at this test
+// binary.
 func bundle(t *testing.T, r *runc, busybox, socket string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -97,7 +103,8 @@ func bundle(t *testing.T, r *runc, busybox, socket string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []*specs.Hook{&hooks.CreateRuntime[0], &hooks.Poststop[0]} {
+	stateDir := t.TempDir()
+	for _, h := range []*specs.Hook{&hooks.CreateRuntime[0], &hooks.CreateContainer[0], &hooks.Poststop[0]} {
 		h.Path = self
 		h.Env = []string{hookEnv + "=1", "GORACE=atexit_sleep_ms=0"}
 		for i, a := range h.Args {
@@ -105,6 +112,7 @@ func bundle(t *testing.T, r *runc, busybox, socket string) string {
 				h.Args[i] = socket
 			}
 		}
+		h.Args = slices.Insert(h.Args, 1, "--state-dir", stateDir)
 	}
 	spec.Hooks = &hooks
 	data, err = json.Marshal(&spec)
@@ -195,5 +203,88 @@ func TestIntegrationRuncDaemonDown(t *testing.T) {
 	}
 	if out, err := r.run("state", id); err == nil {
 		t.Errorf("runc state after the failed create: %s, want no such container", out)
+	}
+}
+
+// editSpec changes the config.json of bundle b.
+func editSpec(t *testing.T, b string, edit func(*specs.Spec)) {
+	t.Helper()
+	var spec specs.Spec
+	readJSON(t, filepath.Join(b, "config.json"), &spec)
+	edit(&spec)
+	data, err := json.Marshal(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b, "config.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The example hooks give a container run by runc its namespace's
+// filesystem socket at /run/nsbroker/nsbroker.sock: this test binary,
+// as the container's process, echoes through it, and its own namespace
+// answers. The container sees the host's /usr (read-only) for the test
+// binary's libraries.
+func TestIntegrationRuncSocket(t *testing.T) {
+	busybox := requireRunc(t)
+	d := attachertest.Start(t)
+	r := &runc{t: t, root: t.TempDir()}
+	b := bundle(t, r, busybox, d.Socket)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(b, "rootfs")
+	for _, lib := range []string{"/lib", "/lib64"} {
+		if target, err := os.Readlink(lib); err == nil {
+			if err := os.Symlink(target, filepath.Join(rootfs, lib)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	editSpec(t, b, func(spec *specs.Spec) {
+		spec.Process.Args = []string{"/nsb-test"}
+		spec.Process.Env = append(spec.Process.Env, echoEnv+"=1")
+		bind := func(src, dst string) specs.Mount {
+			return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "ro"}}
+		}
+		spec.Mounts = append(spec.Mounts, bind(self, "/nsb-test"), bind("/usr", "/usr"))
+		for _, lib := range []string{"/lib", "/lib64"} {
+			if fi, err := os.Lstat(lib); err == nil && fi.IsDir() {
+				spec.Mounts = append(spec.Mounts, bind(lib, lib))
+			}
+		}
+	})
+	id := testenv.NetnsName()
+	t.Cleanup(func() { r.run("delete", "--force", id) })
+
+	// The container's network namespace is gone with it: the namespace
+	// that answered is known by what the daemon attached.
+	watch, err := d.Client.WatchNamespaces(context30s(t), &nsbrokerv1.WatchNamespacesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.run("run", "--bundle", b, id)
+	if err != nil {
+		t.Fatalf("runc run: %v: %s", err, out)
+	}
+	var attached uint64
+	for attached == 0 {
+		ev, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("waiting for oci-%s: %v", id, err)
+		}
+		if ns := ev.GetNamespace(); ns.GetName() == "oci-"+id && ev.GetKind() == nsbrokerv1.NamespaceEvent_KIND_ATTACHED {
+			attached = ns.GetInode()
+		}
+	}
+	var s seen
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("the container's report %q: %v", out, err)
+	}
+	checkSeen(t, s, attached)
+	if got := d.Names(t); len(got) != 0 {
+		t.Errorf("after runc run the daemon lists %q, want nothing", got)
 	}
 }
