@@ -45,6 +45,11 @@ type Config struct {
 	// its predecessor for them. Relative to AdminSocket's directory like
 	// FileSocketDir; "" turns handovers off.
 	HandoverSocket string `yaml:"handover_socket"`
+	// HandoverExit makes the daemon exit once it has handed its sockets
+	// over and drained; false keeps it idle until it is stopped, for a
+	// supervisor that restarts what exits (a DaemonSet's kubelet), which
+	// would otherwise start it again to take the sockets back.
+	HandoverExit bool `yaml:"handover_exit"`
 
 	// TCPListen is the address of the TCP listener for remote tenants
 	// (mutual TLS); "" turns it off.
@@ -198,6 +203,7 @@ func Defaults() *Config {
 		LocalSocket:              "@nsbroker",
 		FileSocketDir:            "ns",
 		HandoverSocket:           "handover.sock",
+		HandoverExit:             true,
 		DiscoverDirs:             []string{nsmgr.NetnsDir},
 		StateFile:                DefaultStateFile,
 		LogLevel:                 "info",

@@ -47,6 +47,7 @@ func newFlagSet(cfg *Config, opts *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.LocalSocket, "local-socket", cfg.LocalSocket, "abstract socket `@name` opened in each attached namespace ('' turns it off)")
 	fs.StringVar(&cfg.FileSocketDir, "file-socket-dir", cfg.FileSocketDir, "`directory` of the namespaces' filesystem sockets, relative to the admin socket's ('' turns them off)")
 	fs.StringVar(&cfg.HandoverSocket, "handover-socket", cfg.HandoverSocket, "unix socket `path` where the daemon hands its sockets to a successor, relative to the admin socket's directory ('' turns handovers off)")
+	fs.BoolVar(&cfg.HandoverExit, "handover-exit", cfg.HandoverExit, "exit once the sockets are handed over and drained (false: stay idle until stopped, for a supervisor that restarts what exits)")
 	fs.StringVar(&cfg.TCPListen, "tcp-listen", cfg.TCPListen, "TCP `address` for remote tenants, with mutual TLS")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "server certificate `file` (PEM)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "server private key `file` (PEM)")

@@ -205,6 +205,7 @@ func (d *daemon) handOver(c *net.UnixConn) error {
 	}
 	d.log.Info("handing the listening sockets over", "pid", cred.Pid)
 
+	d.handingOver.Store(true)
 	names, files := d.local.freeze()
 	for _, fx := range d.fixed {
 		f, err := fx.ln.File()
@@ -227,6 +228,7 @@ func (d *daemon) handOver(c *net.UnixConn) error {
 	}
 	if err != nil {
 		d.local.thaw()
+		d.handingOver.Store(false)
 		return fmt.Errorf("successor pid %d: %w", cred.Pid, err)
 	}
 	d.log.Info("successor serves; draining", "pid", cred.Pid, "sockets", len(files))

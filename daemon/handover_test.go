@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -166,5 +168,61 @@ func TestIntegrationHandover(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Dir(filePath)); errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the first daemon removed the filesystem socket's directory")
+	}
+}
+
+// TestIntegrationHandoverIdle: with handover_exit false, a daemon that
+// has handed its sockets over stays idle, not serving, until it is
+// stopped, so that a supervisor that restarts what exits does not start
+// it again to take the sockets back.
+func TestIntegrationHandoverIdle(t *testing.T) {
+	testenv.RequireRoot(t)
+	_, name := newNamespace(t)
+	a := startDaemon(t, func(c *Config) {
+		c.Attach = []string{name}
+		c.HandoverExit = false
+	})
+	waitServing(t, dialUnix(t, a.cfg.AdminSocket), name)
+	b := startDaemon(t, func(c *Config) {
+		c.AdminSocket = a.cfg.AdminSocket
+		c.Attach = []string{name}
+	})
+	a.logs.waitCount(msgIs("handed over; idle until stopped"), 1)
+	select {
+	case err := <-a.done:
+		a.once.Do(func() { a.err = err })
+		t.Fatalf("the first daemon's Run returned (%v); want it idle until stopped", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	waitServing(t, dialUnix(t, b.cfg.AdminSocket), name)
+}
+
+// TestRefuseDuringHandover: while the sockets are being handed over,
+// attaches and detaches get UNAVAILABLE (the successor has read the
+// state file already); other rpcs go on, and the files are kept.
+func TestRefuseDuringHandover(t *testing.T) {
+	d := &daemon{handedOver: make(chan struct{})}
+	handler := func(context.Context, any) (any, error) { return "done", nil }
+	call := func(method string) error {
+		_, err := d.refuseDuringHandover(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: method}, handler)
+		return err
+	}
+	if err := call(nsbrokerv1.Broker_AttachNamespace_FullMethodName); err != nil {
+		t.Fatalf("attach before a handover: %v", err)
+	}
+	if d.keepFiles() {
+		t.Fatal("keepFiles before a handover: true, want false")
+	}
+	d.handingOver.Store(true)
+	for _, m := range []string{nsbrokerv1.Broker_AttachNamespace_FullMethodName, nsbrokerv1.Broker_AttachNamespaces_FullMethodName, nsbrokerv1.Broker_DetachNamespace_FullMethodName} {
+		if err := call(m); status.Code(err) != codes.Unavailable {
+			t.Errorf("%s during a handover: got %v, want UNAVAILABLE", m, err)
+		}
+	}
+	if err := call(nsbrokerv1.Broker_Echo_FullMethodName); err != nil {
+		t.Errorf("Echo during a handover: %v", err)
+	}
+	if !d.keepFiles() {
+		t.Error("keepFiles during a handover: false, want true: the successor serves the files")
 	}
 }

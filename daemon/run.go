@@ -11,17 +11,20 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	// Clients may compress their messages with gzip (grpc-health-probe
 	// -gzip, for one); the server answers in kind.
 	_ "google.golang.org/grpc/encoding/gzip"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/nsbroker/nsbroker/broker"
 	"github.com/nsbroker/nsbroker/nsmgr"
@@ -86,6 +89,7 @@ type daemon struct {
 	fixed          []fixedListener
 	handedOver     chan struct{} // closed once a successor serves
 	handedOverOnce sync.Once
+	handingOver    atomic.Bool        // the sockets are being (or were) handed over
 	settling       chan chan struct{} // the follower's settle requests
 }
 
@@ -201,7 +205,21 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	if err == nil {
 		d.log.Info("nsbrokerd stopped")
 	}
+	if d.handedOverNow() && !cfg.HandoverExit {
+		d.log.Info("handed over; idle until stopped")
+		<-ctx.Done()
+	}
 	return err
+}
+
+// handedOverNow reports whether a successor serves this daemon's sockets.
+func (d *daemon) handedOverNow() bool {
+	select {
+	case <-d.handedOver:
+		return true
+	default:
+		return false
+	}
 }
 
 // serve serves the fixed listeners, each on its own goroutine.
@@ -322,12 +340,23 @@ func (d *daemon) storeFixed() {
 // when it stops: a successor serves them, or the service manager holds
 // them for the next start.
 func (d *daemon) keepFiles() bool {
-	select {
-	case <-d.handedOver:
-		return true
-	default:
-		return d.fdStore
+	// Once the sockets are on their way to a successor, their files are
+	// its too, whether or not it has said it serves yet.
+	return d.handingOver.Load() || d.handedOverNow() || d.fdStore
+}
+
+// refuseDuringHandover turns attaches and detaches away while the
+// sockets are being handed over: the successor has read the state file
+// already, and would not know of them.
+func (d *daemon) refuseDuringHandover(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	switch info.FullMethod {
+	case nsbrokerv1.Broker_AttachNamespace_FullMethodName, nsbrokerv1.Broker_AttachNamespaces_FullMethodName,
+		nsbrokerv1.Broker_DetachNamespace_FullMethodName:
+		if d.handingOver.Load() {
+			return nil, status.Error(codes.Unavailable, "handing over to a new daemon: try again")
+		}
 	}
+	return handler(ctx, req)
 }
 
 // settle waits until the follower has applied what the broker reported
@@ -409,7 +438,7 @@ func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
 	d.srv = srv
 	d.health.reaches = srv.Reaches
 	opts := append(budget.GRPCOptions(server.Credentials(d.tlsConfig(), d.tenants.current)),
-		grpc.ChainUnaryInterceptor(obs.unary, d.state.unary),
+		grpc.ChainUnaryInterceptor(obs.unary, d.refuseDuringHandover, d.state.unary),
 		grpc.ChainStreamInterceptor(obs.stream, st.stream),
 		// A peer that connects and says nothing must not hold the
 		// connection (or a graceful stop) for gRPC's default 120 s.

@@ -98,6 +98,11 @@ func TestDaemonSet(t *testing.T) {
 		u.RollingUpdate.MaxUnavailable == nil || u.RollingUpdate.MaxUnavailable.String() != "0" {
 		t.Errorf("update strategy %+v, want RollingUpdate with maxSurge 1 and maxUnavailable 0 (the handover)", u)
 	}
+	// The kubelet restarts an exited container: a daemon that has handed
+	// over must wait to be stopped, not exit and take the sockets back.
+	if c := ds.Spec.Template.Spec.Containers[0]; !slices.Contains(c.Args, "--handover-exit=false") {
+		t.Errorf("nsbrokerd args %q lack --handover-exit=false", c.Args)
+	}
 	// The new pod's readiness probe is answered by whichever daemon serves
 	// the shared admin socket: time for the handover before the old pod
 	// is stopped.
