@@ -530,6 +530,26 @@ func TestAttachMany(t *testing.T) {
 			t.Fatalf("request %d: %v, want ref %s and no name", i, req, refs[i])
 		}
 	}
+
+	// Long paths: batches stay under the daemon's 64 KiB request limit.
+	f = &fakeBroker{}
+	sock = serve(t, f)
+	refs = nil
+	for i := range 100 {
+		refs = append(refs, fmt.Sprintf("path:/run/netns/%s-%d", strings.Repeat("n", 2000), i))
+	}
+	if r := ctl(t, "", append([]string{"--socket", sock, "ns", "attach"}, refs...)...); r.code != ExitOK {
+		t.Fatalf("attach %d namespaces with long paths: %v", len(refs), r)
+	}
+	batches := f.batchSizes()
+	if len(batches) < 2 {
+		t.Fatalf("100 refs of 2 KB in %d batch(es), want several under 64 KiB each", len(batches))
+	}
+	for i, n := range batches {
+		if n > 64<<10 {
+			t.Errorf("batch %d: %d bytes, over the daemon's 64 KiB", i, n)
+		}
+	}
 }
 
 func TestPermissionDenied(t *testing.T) {

@@ -41,6 +41,14 @@ type fakeBroker struct {
 	attached   []*nsbrokerv1.AttachNamespaceRequest // guarded by mu
 	subscribe  *nsbrokerv1.SubscribeRequest         // guarded by mu: the last one
 	subscribes int                                  // guarded by mu: Subscribe calls
+	batches    []int                                // guarded by mu: AttachNamespaces request sizes
+}
+
+// batchSizes are the encoded sizes of the AttachNamespaces requests.
+func (f *fakeBroker) batchSizes() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int(nil), f.batches...)
 }
 
 var namespaces = map[string]*nsbrokerv1.Namespace{
@@ -111,6 +119,9 @@ func (f *fakeBroker) AttachNamespace(_ context.Context, req *nsbrokerv1.AttachNa
 }
 
 func (f *fakeBroker) AttachNamespaces(ctx context.Context, req *nsbrokerv1.AttachNamespacesRequest) (*nsbrokerv1.AttachNamespacesResponse, error) {
+	f.mu.Lock()
+	f.batches = append(f.batches, proto.Size(req))
+	f.mu.Unlock()
 	resp := &nsbrokerv1.AttachNamespacesResponse{}
 	for _, one := range req.GetNamespaces() {
 		ns, err := f.AttachNamespace(ctx, one)

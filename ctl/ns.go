@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nsbroker/nsbroker/client"
 	"github.com/nsbroker/nsbroker/nsmgr"
@@ -110,9 +111,14 @@ func cmdNsAttach(c *cli, args []string) error {
 	return c.printNamespace(ns, *asJSON)
 }
 
-// attachBatch is how many namespaces one AttachNamespaces request holds:
-// well inside the daemon's limits on entries and on message size.
-const attachBatch = 1000
+// attachBatch and attachBatchBytes bound one AttachNamespaces request, in
+// namespaces and in encoded bytes: well inside the daemon's limits on
+// entries and on message size (max_msg_size, 64 KiB by default), however
+// long the paths.
+const (
+	attachBatch      = 1000
+	attachBatchBytes = 32 << 10
+)
 
 // attachMany attaches several namespaces with AttachNamespaces, a batch
 // at a time (--timeout bounds each), and prints a line (or a JSON object)
@@ -124,11 +130,19 @@ func (c *cli) attachMany(args []string, refs []*nsbrokerv1.NamespaceRef, asJSON 
 	}
 	defer closeConn()
 	var results []*nsbrokerv1.AttachResult
-	for start := 0; start < len(refs); start += attachBatch {
+	for start := 0; start < len(refs); {
 		req := &nsbrokerv1.AttachNamespacesRequest{}
-		for _, ref := range refs[start:min(start+attachBatch, len(refs))] {
-			req.Namespaces = append(req.Namespaces, &nsbrokerv1.AttachNamespaceRequest{Ref: ref})
+		size := 0
+		for _, ref := range refs[start:] {
+			entry := &nsbrokerv1.AttachNamespaceRequest{Ref: ref}
+			n := proto.Size(entry) + 4 // its tag and length
+			if len(req.Namespaces) > 0 && (len(req.Namespaces) == attachBatch || size+n > attachBatchBytes) {
+				break
+			}
+			req.Namespaces = append(req.Namespaces, entry)
+			size += n
 		}
+		start += len(req.Namespaces)
 		ctx, cancel := c.withTimeout(c.ctx)
 		resp, err := broker.AttachNamespaces(ctx, req)
 		cancel()
