@@ -261,6 +261,9 @@ func TestReloadClientCA(t *testing.T) {
 	// Each dial makes a new connection, hence a new handshake.
 	check := func(from *testPKI) error {
 		cc := from.dial(t, d.addrs.TCP, oldCA.ca, "acme.example")
+		// Closed at once: a refused client would dial again in the
+		// background, and the reload would count that connection too.
+		defer cc.Close()
 		_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
 	}

@@ -262,6 +262,7 @@ func (b *Budget) GRPCOptions(creds credentials.TransportCredentials) []grpc.Serv
 	return []grpc.ServerOption{
 		grpc.Creds(&budgetCreds{TransportCredentials: creds, b: b}),
 		grpc.InTapHandle(b.tap),
+		grpc.ChainUnaryInterceptor(b.requestDone),
 		grpc.ChainStreamInterceptor(b.streamSlot),
 		// gRPC C-core's and Java's default; grpc-go's own is 16 MiB, and
 		// every header of a list is an allocation of its own.
@@ -323,20 +324,34 @@ type requestSlot struct {
 
 type requestSlotKey struct{}
 
+// releaseRequest gives the request slot of the rpc of ctx back now,
+// rather than when gRPC ends the rpc's context, which it does only after
+// the answer is on its way: a client's next rpc may come first.
+func releaseRequest(ctx context.Context) {
+	if rs, ok := ctx.Value(requestSlotKey{}).(*requestSlot); ok {
+		rs.stop()
+		rs.release()
+	}
+}
+
+// requestDone gives a unary rpc's request slot back as its handler
+// returns.
+func (b *Budget) requestDone(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	defer releaseRequest(ctx)
+	return handler(ctx, req)
+}
+
 // streamSlot trades a streaming rpc's request slot for a stream slot,
 // which it holds until it ends.
 func (b *Budget) streamSlot(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx := ss.Context()
 	id, _ := IdentityFromContext(ctx)
 	release, err := b.streams.acquire(tenantLabel(id), id.key())
+	releaseRequest(ctx)
 	if err != nil {
 		return b.refuse(id, err)
 	}
 	defer release()
-	if rs, ok := ctx.Value(requestSlotKey{}).(*requestSlot); ok {
-		rs.stop()
-		rs.release()
-	}
 	return handler(srv, ss)
 }
 

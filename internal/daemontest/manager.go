@@ -105,7 +105,7 @@ func (m *ServiceManager) handle(msg string, files []*os.File) {
 	if vars["FDSTORE"] == "1" {
 		for _, f := range files {
 			var st unix.Stat_t
-			if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			if err := fileControl(f, func(fd int) error { return unix.Fstat(fd, &st) }); err != nil {
 				f.Close()
 				continue
 			}
@@ -163,13 +163,25 @@ type Managed struct {
 // ends is killed.
 func (m *ServiceManager) Start(t *testing.T, timeout time.Duration, env []string, argv ...string) *Managed {
 	t.Helper()
+	// Copies: the store may drop (and close) one while the process
+	// starts.
 	m.mu.Lock()
 	var names []string
 	var files []*os.File
 	for _, s := range m.stored {
-		names, files = append(names, s.name), append(files, s.f)
+		fd, err := dupFile(s.f)
+		if err != nil {
+			m.mu.Unlock()
+			t.Fatalf("dup the stored %s: %v", s.name, err)
+		}
+		names, files = append(names, s.name), append(files, os.NewFile(uintptr(fd), s.name))
 	}
 	m.mu.Unlock()
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
 	for len(m.ready) > 0 {
 		<-m.ready
 	}
@@ -247,4 +259,30 @@ func (d *Managed) Stop(t testing.TB, timeout time.Duration) {
 	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("exit status after SIGTERM: %d, want 0", code)
 	}
+}
+
+// fileControl runs fn on f's descriptor without f.Fd, which would put
+// the open file, shared with the process that stored it, in blocking
+// mode.
+func fileControl(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// dupFile returns a new close-on-exec descriptor for f's open file.
+func dupFile(f *os.File) (int, error) {
+	var nfd int
+	err := fileControl(f, func(fd int) error {
+		var err error
+		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		return err
+	})
+	return nfd, err
 }
