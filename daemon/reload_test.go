@@ -296,8 +296,10 @@ func TestReloadClientCA(t *testing.T) {
 	write(caFile, readCA(newCA))
 	hangUp()
 	e := d.logs.waitCount(msgIs("reloaded"), 1)
-	if e.attrs["client_ca_changed"] != "true" || e.attrs["changed"] != "false" || e.attrs["tcp_connections_cut"] != "1" {
-		t.Errorf("reload: want client_ca_changed=true changed=false tcp_connections_cut=1, got %v", e)
+	// The connection before; the refused client's may not be closed yet
+	// on the daemon's side, and then counts too.
+	if cut := e.attrs["tcp_connections_cut"]; e.attrs["client_ca_changed"] != "true" || e.attrs["changed"] != "false" || (cut != "1" && cut != "2") {
+		t.Errorf("reload: want client_ca_changed=true changed=false tcp_connections_cut=1 (or 2), got %v", e)
 	}
 	for st := before.GetState(); st == connectivity.Ready; st = before.GetState() {
 		if !before.WaitForStateChange(ctx, st) {
