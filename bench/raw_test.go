@@ -15,10 +15,11 @@ import (
 // rawSock is a netlink socket driven with bare syscalls: the kernel floor,
 // with no Go netlink library in the way.
 type rawSock struct {
-	fd  int
-	seq uint32
-	msg []byte
-	buf []byte
+	fd    int
+	seq   uint32
+	msg   []byte
+	buf   []byte
+	batch []byte // publishBatch's datagram
 }
 
 const nlHdrLen = unix.SizeofNlMsghdr
@@ -145,6 +146,75 @@ func (s *rawSock) publish() (uint64, error) {
 		return 0, err
 	}
 	return r.Seq, nil
+}
+
+// batchSize is how many of the prepared messages the daemon's batches
+// would hold: at most 64 (its PublishStream window), and no more than fit
+// in family.BatchBytes.
+func (s *rawSock) batchSize() int {
+	return max(1, min(64, family.BatchBytes/((len(s.msg)+3)&^3)))
+}
+
+// publishBatch publishes the prepared event k times in one datagram and
+// reads the k replies. It returns the sequence numbers of the first and
+// the last event.
+func (s *rawSock) publishBatch(k int) (first, last uint64, err error) {
+	m := (len(s.msg) + 3) &^ 3
+	if len(s.batch) != k*m {
+		s.batch = make([]byte, k*m)
+		for i := range k {
+			copy(s.batch[i*m:], s.msg)
+			binary.NativeEndian.PutUint32(s.batch[i*m:], uint32(m))
+		}
+	}
+	firstSeq := s.seq + 1
+	for i := range k {
+		s.seq++
+		binary.NativeEndian.PutUint32(s.batch[i*m+8:], s.seq)
+	}
+	for {
+		err := unix.Sendto(s.fd, s.batch, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EINTR) {
+			return 0, 0, err
+		}
+	}
+	for got := 0; got < k; {
+		b, err := s.recv()
+		if err != nil {
+			return 0, 0, err
+		}
+		for len(b) >= nlHdrLen {
+			l := int(binary.NativeEndian.Uint32(b[0:]))
+			if l < nlHdrLen || l > len(b) {
+				return 0, 0, fmt.Errorf("raw netlink: bad message length %d", l)
+			}
+			typ := binary.NativeEndian.Uint16(b[4:])
+			seq := binary.NativeEndian.Uint32(b[8:])
+			body := b[nlHdrLen:l]
+			b = b[(l+3)&^3:]
+			if seq < firstSeq || seq > s.seq {
+				continue
+			}
+			if typ == unix.NLMSG_ERROR {
+				return 0, 0, fmt.Errorf("raw netlink: errno %d", -int32(binary.NativeEndian.Uint32(body)))
+			}
+			r, err := family.DecodePublishReply(body)
+			if err != nil {
+				return 0, 0, err
+			}
+			if seq == firstSeq {
+				first = r.Seq
+			}
+			if seq == s.seq {
+				last = r.Seq
+			}
+			got++
+		}
+	}
+	return first, last, nil
 }
 
 // receiveEvents reads events of one group until it has seen seq last or a

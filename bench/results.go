@@ -84,6 +84,10 @@ type Ratio struct {
 	Value  float64 `json:"value"`
 	Target string  `json:"target"`
 	Met    bool    `json:"met"`
+	// Limit is the target's bound (0: no target), a lower bound if
+	// AtLeast, else an upper one; Combine judges the median against it.
+	Limit   float64 `json:"limit,omitempty"`
+	AtLeast bool    `json:"at_least,omitempty"`
 }
 
 // Scale is the cost of attaching N namespaces.
@@ -119,6 +123,11 @@ type Results struct {
 	Ratios     []Ratio   `json:"ratios"`
 	Scale      []Scale   `json:"scale"`
 	Notes      []string  `json:"notes,omitempty"`
+	// Clocksource is the guest kernel's current clocksource, and
+	// ClockReadNs what one time.Now cost in the guest (the median of
+	// several loops), measured at the start of the run.
+	Clocksource string  `json:"clocksource,omitempty"`
+	ClockReadNs float64 `json:"clock_read_ns,omitempty"`
 }
 
 // Latency returns the round trips named name, or a zero Latency.
@@ -152,6 +161,9 @@ func (r *Results) WriteJSON(w io.Writer) error {
 func (r *Results) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kernel %s, CPU %s (%d), QEMU %s, %s\n\n", r.Kernel, r.CPU, r.CPUs, r.QEMU, r.Started.UTC().Format(time.RFC3339))
+	if r.Clocksource != "" {
+		fmt.Fprintf(&b, "clocksource %s, time.Now %.0f ns\n\n", r.Clocksource, r.ClockReadNs)
+	}
 	b.WriteString("| round trip | n | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|---:|\n")
 	for _, l := range r.RoundTrips {
 		fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f |\n", l.Name, l.N, l.P50us, l.P99us, l.MeanUs)

@@ -36,3 +36,64 @@ func TestRateValidity(t *testing.T) {
 		t.Errorf("markdown of an invalid rate: want \"not claimed\"; got\n%s", md)
 	}
 }
+
+func TestStatMedianRangeSpread(t *testing.T) {
+	for _, tc := range []struct {
+		vals             []float64
+		median, min, max float64
+		wide             bool
+	}{
+		{[]float64{1.2, 1.0, 1.1}, 1.1, 1.0, 1.2, false},      // ±9%
+		{[]float64{0.44, 0.88, 0.57}, 0.57, 0.44, 0.88, true}, // +54%
+		{[]float64{1.0, 0.86, 1.0}, 1.0, 0.86, 1.0, false},    // -14%
+		{[]float64{1.0, 0.84, 1.0}, 1.0, 0.84, 1.0, true},     // -16%
+		{[]float64{2, 1, 4, 3}, 2.5, 1, 4, true},              // even count: mean of the middle two
+		{[]float64{5}, 5, 5, 5, false},
+	} {
+		s := NewStat(tc.vals)
+		if s.Median != tc.median || s.Min != tc.min || s.Max != tc.max || s.Wide() != tc.wide {
+			t.Errorf("NewStat(%v): want median %v, min %v, max %v, wide %v; got median %v, min %v, max %v, wide %v (spread %.3f)",
+				tc.vals, tc.median, tc.min, tc.max, tc.wide, s.Median, s.Min, s.Max, s.Wide(), s.Spread())
+		}
+	}
+}
+
+func TestCombinedRatiosAndMarkdown(t *testing.T) {
+	boot := func(echo, delivery float64, rate float64, valid bool) *Results {
+		r := &Results{}
+		ratio(r, "d/(a+f) admin echo p50", echo, 1.2)
+		atLeast(r, "delivery to 1, 64 B", delivery, 0.8)
+		r.Rates = []Rate{{Name: "delivery nsbrokerd", Payload: 64, Receivers: 1, PerSec: rate, Valid: valid}}
+		return r
+	}
+	// Boot 2 misses the echo target and boot 3 meets it: the median (boot 1) decides.
+	c := Combined{Boots: []*Results{boot(1.15, 0.9, 1000, true), boot(1.3, 0.5, 1100, true), boot(1.1, 0.85, 5000, false)}}
+	rs := c.Ratios()
+	if len(rs) != 2 {
+		t.Fatalf("Ratios: want 2; got %+v", rs)
+	}
+	if rs[0].Stat.Median != 1.15 || rs[0].Stat.Min != 1.1 || rs[0].Stat.Max != 1.3 || !rs[0].Met || rs[0].Stat.Wide() {
+		t.Errorf("echo ratio: want median 1.15 (1.1–1.3), met, not wide; got %+v, met %v, spread %.3f", rs[0].Stat, rs[0].Met, rs[0].Stat.Spread())
+	}
+	if rs[1].Stat.Median != 0.85 || !rs[1].Met || !rs[1].Stat.Wide() {
+		t.Errorf("delivery ratio: want median 0.85, met, wide (0.5 is 41%% below); got %+v, met %v", rs[1].Stat, rs[1].Met)
+	}
+	l, err := ParseLoad(strings.NewReader("1765100000 0.50 0.40 0.30 1/200 999 1\n1765100005 2.50 0.90 0.35 3/210 1000 2\n1765100010 1.00 0.95 0.36 1/200 1001 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Loads = []Load{l}
+	md := c.Markdown()
+	for _, want := range []string{
+		"| d/(a+f) admin echo p50 | 1.15 (1.10–1.30, ±13%) | ≤ 1.2 | yes |",
+		"| delivery to 1, 64 B | 0.85 (0.50–0.90, ±41%) **wide** | ≥ 0.80 | yes |",
+		// the invalid rate of boot 3 is left out of the median and counted
+		"| delivery nsbrokerd | 64 | 1 | 1050 (1000–1100, ±5%) | 1 |",
+		"| 0.50 / 1.00 / 2.50 | 1 |", // boot 1's load; one other QEMU at most
+		"| 3 | 0001-01-01 00:00:00 |  |  | 0 | not recorded | — |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("Markdown: want a line with %q; got\n%s", want, md)
+		}
+	}
+}

@@ -49,6 +49,11 @@ func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 			s.Err = err.Error()
 		}
 		res.Scale = append(res.Scale, s)
+		if s.Err == "" && s.ByHandSeconds > 0 && s.EchoOneP50us > 0 {
+			ratio(res, fmt.Sprintf("scale %d: attach batched / by hand", n), s.AttachManySeconds/s.ByHandSeconds, 1.5)
+			ratio(res, fmt.Sprintf("scale %d: echo p50 / echo p50 with one attached", n), s.EchoP50us/s.EchoOneP50us, 1.1)
+			ratio(res, fmt.Sprintf("scale %d: daemon RSS KiB per namespace / 16", n), s.RSSPerNsKiB/16, 1)
+		}
 	}
 }
 

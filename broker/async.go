@@ -52,3 +52,49 @@ func (p *PendingPublish) Wait(ctx context.Context) (*family.PublishReply, error)
 	}
 	return r, nil
 }
+
+// Publication is one event for PublishBatch.
+type Publication struct {
+	Group   uint32
+	Payload []byte
+}
+
+// PublishBatch sends the publishes of pubs, in order, in as few datagrams
+// as family.Conn.SendBatch makes of them, and returns without waiting for
+// the module's replies, one PendingPublish each, in the same order. The
+// module handles every message of a datagram in turn, as it would handle
+// them sent one by one: a publish it refuses gets its error, and the ones
+// after it are still published.
+//
+// A publication that cannot be encoded is not sent, nor anything after
+// it: PublishBatch returns the ones before it with the error, as a loop of
+// PublishAsync that stops at the first failure would. When sending fails,
+// it returns the publishes sent before the failing datagram with the error.
+func (b *Broker) PublishBatch(name string, pubs []Publication) ([]*PendingPublish, error) {
+	reqs := make([]family.Request, 0, len(pubs))
+	var encErr error
+	for _, p := range pubs {
+		data, err := family.EncodePublish(p.Group, p.Payload)
+		if err != nil {
+			encErr = opError("publish", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+			break
+		}
+		reqs = append(reqs, family.Request{Type: family.MsgPublish, Data: data})
+	}
+	if len(reqs) == 0 {
+		return nil, encErr
+	}
+	c, err := b.lookup(name)
+	if err != nil {
+		return nil, opError("publish", name, err)
+	}
+	chans, err := c.sendBatch(reqs)
+	pend := make([]*PendingPublish, len(chans))
+	for i, ch := range chans {
+		pend[i] = &PendingPublish{c: c, name: name, seq: reqs[i].Seq, ch: ch}
+	}
+	if err != nil {
+		return pend, opError("publish", name, err)
+	}
+	return pend, encErr
+}

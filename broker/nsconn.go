@@ -590,6 +590,43 @@ func (c *nsConn) sendOn(conn *family.Conn, typ uint16, data []byte) (uint32, cha
 	return seq, ch, nil
 }
 
+// sendBatch files reqs as pending requests under fresh sequence numbers
+// (written into reqs) and sends them on the current connection with
+// family.Conn.SendBatch. It returns the reply channels of the requests
+// sent; the others are forgotten again.
+func (c *nsConn) sendBatch(reqs []family.Request) ([]chan reply, error) {
+	chans := make([]chan reply, len(reqs))
+	for i := range reqs {
+		reqs[i].Seq = c.nextSeq()
+		chans[i] = make(chan reply, 1)
+	}
+	c.mu.Lock()
+	conn := c.conn
+	switch {
+	case c.closed != nil:
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", ErrDetached, c.closed)
+	case conn == nil:
+		reason := c.reason
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, reason)
+	}
+	for i, r := range reqs {
+		c.pending[r.Seq] = chans[i]
+	}
+	c.mu.Unlock()
+
+	sent, err := conn.SendBatch(reqs)
+	if err != nil {
+		c.mu.Lock()
+		for _, r := range reqs[sent:] {
+			delete(c.pending, r.Seq)
+		}
+		c.mu.Unlock()
+	}
+	return chans[:sent], err
+}
+
 // wait returns the reply to request seq, or gives up on it when ctx ends.
 func (c *nsConn) wait(ctx context.Context, seq uint32, ch chan reply) (family.Message, error) {
 	select {

@@ -286,6 +286,82 @@ func (c *Conn) SendSeq(seq uint32, typ uint16, data []byte) error {
 	return c.send(seq, typ, 0, data)
 }
 
+// BatchBytes bounds the datagrams SendBatch builds: well below the
+// socket's send buffer, beyond which the kernel refuses a datagram
+// (EMSGSIZE), and the kernel copies each datagram whole before handling
+// its first message.
+const BatchBytes = 64 << 10
+
+// Request is one message of SendBatch: a request of type Type with body
+// Data (from EncodePublish and the like) under sequence number Seq, which
+// must not be zero.
+type Request struct {
+	Seq  uint32
+	Type uint16
+	Data []byte
+}
+
+// SendBatch sends reqs in order, as many as fit in BatchBytes in each
+// datagram (a larger request alone in one). The kernel handles every
+// message of a datagram in turn and answers each as if it had come alone:
+// a request it refuses gets its rejection, and the ones after it are
+// still handled. Like SendSeq it is for a multiplexer that files its
+// requests before sending them. On an error, the datagrams before the one
+// that failed were sent; sent says how many requests they held.
+func (c *Conn) SendBatch(reqs []Request) (sent int, err error) {
+	for _, r := range reqs {
+		if r.Seq == 0 {
+			return 0, ErrZeroSeq
+		}
+	}
+	for sent < len(reqs) {
+		n, size := nextBatch(reqs[sent:])
+		if err := c.sendBatch(reqs[sent:sent+n], size); err != nil {
+			return sent, err
+		}
+		sent += n
+	}
+	return sent, nil
+}
+
+// nextBatch returns how many of reqs, from the first, go into one
+// datagram (at least one), and the datagram's size.
+func nextBatch(reqs []Request) (n, size int) {
+	for n < len(reqs) {
+		m := nlmsgAlign(unix.NLMSG_HDRLEN + len(reqs[n].Data))
+		if n > 0 && size+m > BatchBytes {
+			break
+		}
+		n, size = n+1, size+m
+	}
+	return n, size
+}
+
+// sendBatch sends reqs, size bytes aligned, in one datagram.
+func (c *Conn) sendBatch(reqs []Request, size int) error {
+	if c.raw == nil {
+		ms := make([]netlink.Message, len(reqs))
+		for i, r := range reqs {
+			ms[i] = netlink.Message{
+				Header: netlink.Header{Type: netlink.HeaderType(r.Type), Flags: netlink.Request, Sequence: r.Seq},
+				Data:   r.Data,
+			}
+		}
+		if _, err := c.nc.SendMessages(ms); err != nil {
+			return c.closedError("send", err)
+		}
+		return nil
+	}
+	b := make([]byte, 0, size)
+	for _, r := range reqs {
+		b = appendMessage(b, r.Type, netlink.Request, r.Seq, r.Data)
+	}
+	if err := sendBytes(c.raw, b); err != nil {
+		return c.closedError("send", fmt.Errorf("nsbroker send: %w", err))
+	}
+	return nil
+}
+
 func (c *Conn) send(seq uint32, typ uint16, flags netlink.HeaderFlags, data []byte) error {
 	if c.raw != nil {
 		if err := sendDatagram(c.raw, typ, netlink.Request|flags, seq, data); err != nil {

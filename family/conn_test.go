@@ -412,3 +412,31 @@ func TestSendSeq(t *testing.T) {
 		t.Errorf("sequence numbers sent: want %v, got %v", want, got)
 	}
 }
+
+// TestNextBatchSplitsAtBatchBytes: a datagram holds as many requests as fit
+// in BatchBytes, and a larger request goes alone.
+func TestNextBatchSplitsAtBatchBytes(t *testing.T) {
+	reqs := func(sizes ...int) []Request {
+		var r []Request
+		for _, n := range sizes {
+			r = append(r, Request{Seq: 1, Type: MsgPublish, Data: make([]byte, n)})
+		}
+		return r
+	}
+	const hdr = unix.NLMSG_HDRLEN
+	quarter := BatchBytes/4 - hdr // four of them fill a datagram exactly
+	for _, tc := range []struct {
+		name     string
+		reqs     []Request
+		n, bytes int
+	}{
+		{"small ones all fit", reqs(10, 10, 10), 3, 3 * (hdr + 12)},
+		{"exactly full", reqs(quarter, quarter, quarter, quarter, 1), 4, BatchBytes},
+		{"one too many", reqs(quarter, quarter, quarter, quarter+4), 3, 3 * BatchBytes / 4},
+		{"larger than a batch goes alone", reqs(BatchBytes, 1), 1, hdr + BatchBytes},
+	} {
+		if n, size := nextBatch(tc.reqs); n != tc.n || size != tc.bytes {
+			t.Errorf("%s: want %d requests in %d bytes, got %d in %d", tc.name, tc.n, tc.bytes, n, size)
+		}
+	}
+}

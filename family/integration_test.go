@@ -240,6 +240,95 @@ func TestIntegrationRejectGroupZero(t *testing.T) {
 	}
 }
 
+// TestIntegrationBatchRefusedInTheMiddle sends five publishes in one
+// datagram, the third to group 0, which the module refuses. The module
+// handles every message of the datagram: the third gets ERANGE, and the
+// others are published, in the datagram's order, as 1, 2, 3, 4. Then
+// twenty 4 KiB publishes, more than BatchBytes, go out in several
+// datagrams and are numbered 5..24 in order.
+func TestIntegrationBatchRefusedInTheMiddle(t *testing.T) {
+	unit := testenv.RequireModule(t)
+	ns := newNetns(t)
+	const group = 5
+	sub := dialModule(t, &Config{Unit: unit, NetNS: int(ns), ReadBuffer: 4 << 20})
+	if err := sub.JoinGroup(group); err != nil {
+		t.Fatalf("JoinGroup: %v", err)
+	}
+	pub := dialModule(t, &Config{Unit: unit, NetNS: int(ns)})
+	var reqs []Request
+	for i := range 5 {
+		data, err := EncodePublish(group, []byte{byte('0' + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			data = body(Version, attrU32(AttrGroup, 0), attrBytes(AttrPayload, []byte("2")))
+		}
+		reqs = append(reqs, Request{Seq: uint32(1001 + i), Type: MsgPublish, Data: data})
+	}
+	big := make([]byte, 4096)
+	for i := range 20 {
+		data, err := EncodePublish(group, big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs = append(reqs, Request{Seq: uint32(2001 + i), Type: MsgPublish, Data: data})
+	}
+	if n, _ := nextBatch(reqs[5:]); n >= 20 {
+		t.Fatalf("twenty 4 KiB publishes fit in one datagram of %d bytes: the test needs more", BatchBytes)
+	}
+	if _, err := pub.SendBatch(reqs[:5]); err != nil {
+		t.Fatalf("SendBatch of 5: %v", err)
+	}
+	if sent, err := pub.SendBatch(reqs[5:]); err != nil || sent != 20 {
+		t.Fatalf("SendBatch of twenty 4 KiB: want 20 sent, got %d, %v", sent, err)
+	}
+	// The replies, in the order of the requests.
+	want := map[uint32]uint64{1001: 1, 1002: 2, 1004: 3, 1005: 4}
+	for i := range 20 {
+		want[uint32(2001+i)] = uint64(5 + i)
+	}
+	var order []uint32
+	for len(order) < len(reqs) {
+		msgs, err := pub.Receive()
+		if err != nil {
+			t.Fatalf("Receive: %v", err)
+		}
+		for _, m := range msgs {
+			order = append(order, m.Seq)
+			if m.Seq == 1003 {
+				if !errors.Is(m.Err, unix.ERANGE) {
+					t.Errorf("publish to group 0 in the middle: want ERANGE, got %+v", m)
+				}
+				continue
+			}
+			r, ok := m.Reply.(*PublishReply)
+			if !ok || m.Err != nil || r.Seq != want[m.Seq] {
+				t.Errorf("reply to request %d: want seq %d, got %+v", m.Seq, want[m.Seq], m)
+			}
+		}
+	}
+	var wantOrder []uint32
+	for _, r := range reqs {
+		wantOrder = append(wantOrder, r.Seq)
+	}
+	if diff := cmp.Diff(wantOrder, order); diff != "" {
+		t.Errorf("replies: want them in the order of the requests (-want +got):\n%s", diff)
+	}
+	// The subscriber sees the four small events in order, then the big ones.
+	for i, payload := range []string{"0", "1", "3", "4"} {
+		ev := receiveEvent(t, sub)
+		if ev.Seq != uint64(i+1) || string(ev.Payload) != payload {
+			t.Errorf("event %d: want seq %d payload %q, got seq %d payload %q", i, i+1, payload, ev.Seq, ev.Payload)
+		}
+	}
+	for i := range 20 {
+		if ev := receiveEvent(t, sub); ev.Seq != uint64(5+i) || len(ev.Payload) != len(big) {
+			t.Errorf("big event %d: want seq %d of %d bytes, got seq %d of %d", i, 5+i, len(big), ev.Seq, len(ev.Payload))
+		}
+	}
+}
+
 func TestIntegrationStats(t *testing.T) {
 	unit := testenv.RequireModule(t)
 	ns := newNetns(t)

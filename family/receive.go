@@ -98,13 +98,26 @@ type DatagramReader interface {
 // sendDatagram sends one netlink message to the kernel: the header for
 // typ, flags and seq, then data, padded to the netlink alignment.
 func sendDatagram(rc syscall.RawConn, typ uint16, flags netlink.HeaderFlags, seq uint32, data []byte) error {
+	return sendBytes(rc, appendMessage(make([]byte, 0, nlmsgAlign(unix.NLMSG_HDRLEN+len(data))), typ, flags, seq, data))
+}
+
+// appendMessage appends one netlink message, padded to the netlink
+// alignment, to b.
+func appendMessage(b []byte, typ uint16, flags netlink.HeaderFlags, seq uint32, data []byte) []byte {
 	n := nlmsgAlign(unix.NLMSG_HDRLEN + len(data))
-	b := make([]byte, n)
-	binary.NativeEndian.PutUint32(b[0:], uint32(n))
-	binary.NativeEndian.PutUint16(b[4:], typ)
-	binary.NativeEndian.PutUint16(b[6:], uint16(flags))
-	binary.NativeEndian.PutUint32(b[8:], seq)
-	copy(b[unix.NLMSG_HDRLEN:], data)
+	off := len(b)
+	b = append(b, make([]byte, n)...)
+	m := b[off:]
+	binary.NativeEndian.PutUint32(m[0:], uint32(n))
+	binary.NativeEndian.PutUint16(m[4:], typ)
+	binary.NativeEndian.PutUint16(m[6:], uint16(flags))
+	binary.NativeEndian.PutUint32(m[8:], seq)
+	copy(m[unix.NLMSG_HDRLEN:], data)
+	return b
+}
+
+// sendBytes sends the datagram b, one or more messages, to the kernel.
+func sendBytes(rc syscall.RawConn, b []byte) error {
 	kernel := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
 	var serr error
 	err := rc.Write(func(fd uintptr) bool {

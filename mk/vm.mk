@@ -39,11 +39,13 @@ KERNEL_IMAGE ?=
 KDIR ?=
 QEMU_MEM ?= 2048
 QEMU_SMP ?= 2
+# Added to the guest kernel's command line, e.g. tsc=reliable clocksource=tsc.
+VM_KERNEL_ARGS ?=
 
 VM_SCRIPT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../test/netns/vm/vmtest.sh)
 VM_SETTINGS := VM_PKGS VM_BINS VM_RUN VM_TESTARGS VM_EXTRA VM_CMD VM_TIMEOUT \
 	VM_TEST_TIMEOUT VM_VERBOSE VM_KLOG_IGNORE VM_KMOD_DIR VM_KMOD_ARGS \
-	VM_BUILD KERNEL_IMAGE KDIR QEMU_MEM QEMU_SMP
+	VM_BUILD KERNEL_IMAGE KDIR QEMU_MEM QEMU_SMP VM_KERNEL_ARGS
 
 # Single-quote a value for the shell, so commands and patterns pass intact.
 vm_quote = '$(subst ','\'',$(1))'

@@ -44,75 +44,207 @@ func (s *Server) publish(ctx context.Context, id Identity, name string, req *nsb
 	return &nsbrokerv1.PublishResponse{Group: r.Group, Seq: r.Seq, Listeners: r.Listeners}, nil
 }
 
-// publishWindow bounds the publishes of one PublishStream waiting for the
-// module's reply.
+// publishWindow bounds the publishes of one PublishStream received but not
+// yet answered by the module.
 const publishWindow = 64
 
 // PublishStream publishes each request in order; the first failure ends
-// the stream. Publishes are pipelined: up to publishWindow are sent before
-// the reply to the oldest is read, so a stream is not held to one round
-// trip per message. Replies are still read in order, and a request that
-// fails before it is sent (namespace, rate limit, payload) ends the stream
-// only after the publishes before it have been answered, so the error is
-// always that of the first failing message. A failure the module reports
-// may come after later messages were sent: those may have been published.
+// the stream. The handler receives the requests and checks each one
+// (namespace, rate limit); the stream's publisher sends whatever has been
+// received meanwhile to the module at once, one datagram for each run of
+// messages to the same namespace (broker.PublishBatch), and reads the
+// replies in order, up to publishWindow messages unanswered. A stream is
+// so held neither to one round trip nor to one sendmsg per message. The
+// error is always that of the first failing message: a request that
+// fails its checks ends the stream only after everything received before
+// it was answered. A failure the module reports may come after later
+// messages were sent (up to publishWindow-1, those of its own datagram
+// included, which the module still handles): those may have been
+// published.
 func (s *Server) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.PublishRequest, nsbrokerv1.PublishStreamResponse]) error {
 	ctx := stream.Context()
 	id, err := s.authorize(ctx, rpcPublishStream)
 	if err != nil {
 		return err
 	}
-	sum := &nsbrokerv1.PublishStreamResponse{LastSeq: map[uint32]uint64{}}
-	inflight := make(chan *broker.PendingPublish, publishWindow) // oldest first
-	// settle waits for the oldest publish in flight and counts it.
-	settle := func() error {
-		r, err := (<-inflight).Wait(ctx)
-		if err != nil {
-			return ToStatus(err)
-		}
-		sum.Published++
-		sum.LastSeq[r.Group] = r.Seq
-		return nil
-	}
-	// fail ends the stream with err, unless a publish in flight, sent
-	// before the request that failed, failed first.
-	fail := func(err error) error {
-		for len(inflight) > 0 {
-			if serr := settle(); serr != nil {
-				return serr
-			}
-		}
-		return err
-	}
+	p := newStreamPublisher(ctx, s.b)
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			if err := fail(nil); err != nil {
+			sum, err := p.finish()
+			if err != nil {
 				return err
 			}
 			return stream.SendAndClose(sum)
 		}
 		if err != nil {
+			p.finish()
 			return err
 		}
 		name, err := s.resolve(id, req.GetNamespace())
+		if err == nil {
+			err = s.budget.allowPublish(id)
+		}
 		if err != nil {
-			return fail(err)
+			if _, perr := p.finish(); perr != nil {
+				return perr
+			}
+			return err
 		}
-		if err := s.budget.allowPublish(id); err != nil {
-			return fail(err)
+		if !p.add(name, broker.Publication{Group: req.GetGroup(), Payload: req.GetPayload()}) {
+			_, err := p.finish()
+			return err
 		}
-		if len(inflight) == cap(inflight) {
-			if err := settle(); err != nil {
-				return err
+	}
+}
+
+// streamPublisher publishes what one PublishStream received: one
+// goroutine (send) sends what has been queued in batches, another
+// (settle) reads the replies in order and counts them.
+type streamPublisher struct {
+	ctx      context.Context
+	b        *broker.Broker
+	queue    chan queuedPublish // received, not yet sent
+	inflight chan sentBatch     // sent, oldest first
+	// slots holds a token for every publish received and not yet
+	// answered: at most publishWindow.
+	slots  chan struct{}
+	failed chan struct{} // closed when settle stops at a failure
+	sent   chan struct{} // closed when send has returned
+	done   chan struct{} // closed when settle has returned
+
+	// Written by settle only, read after done.
+	sum *nsbrokerv1.PublishStreamResponse
+	err error
+}
+
+type queuedPublish struct {
+	name string
+	pub  broker.Publication
+}
+
+// sentBatch is what one batch sent: its publishes in order, and the error
+// that stopped the batch before the rest of it was sent.
+type sentBatch struct {
+	pend []*broker.PendingPublish
+	err  error
+}
+
+func newStreamPublisher(ctx context.Context, b *broker.Broker) *streamPublisher {
+	p := &streamPublisher{
+		ctx:      ctx,
+		b:        b,
+		queue:    make(chan queuedPublish, publishWindow),
+		inflight: make(chan sentBatch, publishWindow),
+		slots:    make(chan struct{}, publishWindow),
+		failed:   make(chan struct{}),
+		sent:     make(chan struct{}),
+		done:     make(chan struct{}),
+		sum:      &nsbrokerv1.PublishStreamResponse{LastSeq: map[uint32]uint64{}},
+	}
+	go p.send()
+	go p.settle()
+	return p
+}
+
+// add queues a publish, waiting while publishWindow are unanswered. It
+// returns false once a publish has failed.
+func (p *streamPublisher) add(name string, pub broker.Publication) bool {
+	select {
+	case <-p.failed:
+		return false
+	default:
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-p.failed:
+		return false
+	}
+	p.queue <- queuedPublish{name, pub} // never blocks: slots bound it
+	return true
+}
+
+// finish waits until everything queued has been answered, or a publish
+// failed, and returns the count and the failure. The stream calls it
+// once, and add no more after it.
+func (p *streamPublisher) finish() (*nsbrokerv1.PublishStreamResponse, error) {
+	close(p.queue)
+	<-p.sent
+	<-p.done
+	return p.sum, p.err
+}
+
+// send sends what is queued, everything queued at once, until the queue
+// is closed, a send fails or settle has seen a failure. A batch holds
+// at most publishWindow publishes, and inflight at most publishWindow
+// batches, as slots bound the publishes unanswered.
+func (p *streamPublisher) send() {
+	defer close(p.sent)
+	defer close(p.inflight)
+	batch := make([]queuedPublish, 0, publishWindow)
+	pubs := make([]broker.Publication, 0, publishWindow)
+	for q := range p.queue {
+		batch = append(batch[:0], q)
+	more:
+		for len(batch) < publishWindow {
+			select {
+			case q, ok := <-p.queue:
+				if !ok {
+					break more
+				}
+				batch = append(batch, q)
+			default:
+				break more
 			}
 		}
-		p, err := s.b.PublishAsync(name, req.GetGroup(), req.GetPayload())
-		if err != nil {
-			return fail(ToStatus(err))
+		select {
+		case <-p.failed:
+			return
+		default:
 		}
-		inflight <- p
+		var sb sentBatch
+		for i := 0; i < len(batch) && sb.err == nil; {
+			name := batch[i].name
+			pubs = pubs[:0]
+			for ; i < len(batch) && batch[i].name == name; i++ {
+				pubs = append(pubs, batch[i].pub)
+			}
+			pend, err := p.b.PublishBatch(name, pubs)
+			sb.pend = append(sb.pend, pend...)
+			sb.err = err
+		}
+		p.inflight <- sb
+		if sb.err != nil {
+			return
+		}
 	}
+}
+
+// settle reads the replies in the order of the sends and counts them,
+// until inflight is closed or a publish failed.
+func (p *streamPublisher) settle() {
+	defer close(p.done)
+	for sb := range p.inflight {
+		for _, pp := range sb.pend {
+			r, err := pp.Wait(p.ctx)
+			if err != nil {
+				p.fail(err)
+				return
+			}
+			p.sum.Published++
+			p.sum.LastSeq[r.Group] = r.Seq
+			<-p.slots
+		}
+		if sb.err != nil {
+			p.fail(sb.err)
+			return
+		}
+	}
+}
+
+func (p *streamPublisher) fail(err error) {
+	p.err = ToStatus(err)
+	close(p.failed)
 }
 
 // Stats returns the counters of one namespace, or of every namespace the

@@ -45,6 +45,8 @@ type fakeNet struct {
 	// dropEvents makes the next n events to each member be dropped by an
 	// "overrun", reported as ENOBUFS.
 	dropEvents int
+	// datagrams counts the requests' datagrams, messages their messages.
+	datagrams, messages int
 }
 
 type heldReply struct {
@@ -113,6 +115,15 @@ func (k *Kernel) Dial(ns *nsmgr.Namespace, unit, readBuffer int) (*family.Conn, 
 		return nil, err
 	}
 	return family.NewDatagramConn(netlink.NewConn(s, s.port), s), nil
+}
+
+// Requests returns how many request datagrams the sockets of namespace
+// inum sent, and how many messages they held.
+func (k *Kernel) Requests(inum uint32) (datagrams, messages int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := k.net(inum)
+	return n.datagrams, n.messages
 }
 
 // HoldReplies holds the next n replies in namespace inum and then
@@ -260,17 +271,28 @@ func (s *fakeSock) LeaveGroup(g uint32) error {
 	return nil
 }
 
+// SendMessages handles the messages of one datagram in turn, the way the
+// module's netlink_rcv_skb does: each is answered on its own, a refusal
+// included, and a refusal does not stop the ones after it.
 func (s *fakeSock) SendMessages(ms []netlink.Message) error {
+	s.k.mu.Lock()
+	s.net.datagrams++
+	s.k.mu.Unlock()
 	for _, m := range ms {
-		if err := s.Send(m); err != nil {
+		if err := s.handle(m); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// Send handles one request the way the module does.
+// Send sends a datagram of one request.
 func (s *fakeSock) Send(m netlink.Message) error {
+	return s.SendMessages([]netlink.Message{m})
+}
+
+// handle handles one request the way the module does.
+func (s *fakeSock) handle(m netlink.Message) error {
 	k := s.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -278,6 +300,7 @@ func (s *fakeSock) Send(m netlink.Message) error {
 		return os.ErrClosed
 	}
 	n := s.net
+	n.messages++
 	body := m.Data[family.HeaderLen:]
 	var out netlink.Message
 	switch uint16(m.Header.Type) {
@@ -289,6 +312,10 @@ func (s *fakeSock) Send(m netlink.Message) error {
 		}
 		out = replyMessage(m, &family.EchoReply{Payload: payload, NetnsInum: n.inum, NetnsCookie: uint64(n.inum) << 8})
 	case family.MsgPublish:
+		if string(attr(body, family.AttrPayload)) == "reject" {
+			out = errorMessage(m, unix.EPERM, "fake rejection")
+			break
+		}
 		group := binary.NativeEndian.Uint32(attr(body, family.AttrGroup))
 		seq := k.lockedMulticast(n, group, s.port, attr(body, family.AttrPayload))
 		out = replyMessage(m, &family.PublishReply{Group: group, Seq: seq, Listeners: true})

@@ -25,6 +25,7 @@ REPO_ROOT=$(cd "$VM_DIR/../../.." && pwd)
 : "${KDIR=}"
 : "${QEMU_MEM:=2048}"
 : "${QEMU_SMP:=2}"
+: "${VM_KERNEL_ARGS=}"
 
 # The module's name; the guest loads it from $GUEST_MODULE.
 readonly MODULE_NAME=nsbroker

@@ -32,7 +32,7 @@ boot_guest() {
 		-accel "tcg,thread=multi" -cpu max -smp "$QEMU_SMP" -m "$QEMU_MEM"
 		-display none -no-reboot
 		-kernel "$KERNEL_IMAGE" -initrd "$INITRAMFS"
-		-append "console=ttyS0 quiet panic=-1"
+		-append "console=ttyS0 quiet panic=-1${VM_KERNEL_ARGS:+ $VM_KERNEL_ARGS}"
 		-serial stdio -serial "file:$RESULTS_FILE"
 	)
 	log "[boot+run] qemu-system-x86_64 -smp $QEMU_SMP -m $QEMU_MEM (limit ${VM_TIMEOUT} s)"
