@@ -66,6 +66,25 @@ type localSocket struct {
 	attempt  time.Time
 }
 
+// namedListener is a listener with the name the fd store and the
+// handover know it by.
+type namedListener struct {
+	name string
+	ln   *net.UnixListener
+}
+
+// listeners are the socket's open listeners, named.
+func (s *localSocket) listeners() []namedListener {
+	an, fn := fdNames(s.id)
+	var out []namedListener
+	for _, l := range []namedListener{{an, s.abstract}, {fn, s.file}} {
+		if l.ln != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // newLocalSockets returns the local sockets with none open.
 func newLocalSockets(name, dir string, log *slog.Logger) *localSockets {
 	return &localSockets{
@@ -267,14 +286,7 @@ func (ls *localSockets) notifyStore(s *localSocket) {
 	if ls.store == nil {
 		return
 	}
-	an, fn := fdNames(s.id)
-	for _, l := range []struct {
-		name string
-		ln   *net.UnixListener
-	}{{an, s.abstract}, {fn, s.file}} {
-		if l.ln == nil {
-			continue
-		}
+	for _, l := range s.listeners() {
 		f, err := l.ln.File()
 		if err != nil {
 			ls.log.Warn("cannot hand a local socket to the service manager", "err", err)
@@ -534,14 +546,7 @@ func (ls *localSockets) freeze() (names []string, files []*os.File) {
 	defer ls.mu.Unlock()
 	ls.frozen = true
 	for _, s := range ls.open {
-		an, fn := fdNames(s.id)
-		for _, l := range []struct {
-			name string
-			ln   *net.UnixListener
-		}{{an, s.abstract}, {fn, s.file}} {
-			if l.ln == nil {
-				continue
-			}
+		for _, l := range s.listeners() {
 			f, err := l.ln.File()
 			if err != nil {
 				continue
