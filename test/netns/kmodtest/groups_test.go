@@ -233,7 +233,7 @@ func TestIntegrationGroupsOrderedWithEvents(t *testing.T) {
 	}
 
 	var counted, lastEvent uint64
-	var violations, replies int
+	var violations, replies, behind int
 	for i := 0; i < asks; i++ {
 		if err := sendRaw(member.nl, nlMsg(msgGroups, fReq, uint32(1000+i), body())); err != nil {
 			t.Fatal(err)
@@ -260,11 +260,16 @@ func TestIntegrationGroupsOrderedWithEvents(t *testing.T) {
 						t.Errorf("event %d arrived after a GROUPS reply that counted up to %d", seq, counted)
 					}
 				case msgGroups:
-					counted = parseGroups(t, m).seq[group]
-					replies++
-					if counted < lastEvent {
-						t.Errorf("GROUPS reply says %d after event %d arrived", counted, lastEvent)
+					// A reply may count less than what arrived before
+					// it: a publish can queue its event between the
+					// number's read and the reply's send. Only the
+					// other way round would lose an event's place.
+					if n := parseGroups(t, m).seq[group]; n < lastEvent {
+						behind++
+					} else {
+						counted = n
 					}
+					replies++
 					answered = true
 				default:
 					t.Fatalf("unexpected message %+v", m.Header)
@@ -273,5 +278,5 @@ func TestIntegrationGroupsOrderedWithEvents(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	t.Logf("%d replies interleaved with %d events, %d out of order", replies, lastEvent, violations)
+	t.Logf("%d replies interleaved with %d events, %d out of order, %d behind what had arrived", replies, lastEvent, violations, behind)
 }
