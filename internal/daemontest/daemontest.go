@@ -84,24 +84,7 @@ func StartIn(t *testing.T, timeout time.Duration, cgroup string, args ...string)
 		defer cg.Close()
 		d.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			d.cmd.Process.Kill()
-			<-d.exited
-		}
-		if t.Failed() {
-			t.Logf("nsbrokerd log:\n%s", d.Log)
-		}
-	})
+	startReaped(t, "nsbrokerd", d.cmd, d.Log, &d.waitErr, d.exited)
 
 	ready := make(chan error, 1)
 	notify.SetReadDeadline(time.Now().Add(timeout))
@@ -151,4 +134,30 @@ func (d *Daemon) Stop(t *testing.T, timeout time.Duration) {
 	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("nsbrokerd exit status after SIGTERM: got %d (%v), want 0", code, d.waitErr)
 	}
+}
+
+// startReaped starts cmd (name in the log) and reaps it on a goroutine of
+// its own: *waitErr is set, and then exited closed, once it has exited. A
+// process still running when the test ends is killed, and a failed test
+// shows what it wrote to log.
+func startReaped(t *testing.T, name string, cmd *exec.Cmd, log *SyncBuffer, waitErr *error, exited chan struct{}) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		*waitErr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("%s (pid %d) log:\n%s", name, cmd.Process.Pid, log)
+		}
+	})
 }

@@ -150,9 +150,10 @@ func (m *ServiceManager) Names() []string {
 
 // Managed is a process the service manager started.
 type Managed struct {
-	Log    *SyncBuffer // its standard output and error
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process has been reaped
+	Log     *SyncBuffer // its standard output and error
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process has been reaped
+	waitErr error         // set before exited is closed
 }
 
 // Start starts argv (argv[0] found on PATH) with env added to the
@@ -198,28 +199,11 @@ func (m *ServiceManager) Start(t *testing.T, timeout time.Duration, env []string
 		d.cmd.ExtraFiles = files
 	}
 	d.cmd.Stdout, d.cmd.Stderr = d.Log, d.Log
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			d.cmd.Process.Kill()
-			<-d.exited
-		}
-		if t.Failed() {
-			t.Logf("%s (pid %d) log:\n%s", argv[0], d.cmd.Process.Pid, d.Log)
-		}
-	})
+	startReaped(t, argv[0], d.cmd, d.Log, &d.waitErr, d.exited)
 	select {
 	case <-m.ready:
 	case <-d.exited:
-		t.Fatalf("%s exited during start-up: %v\n%s", argv[0], d.cmd.ProcessState, d.Log)
+		t.Fatalf("%s exited during start-up: %v\n%s", argv[0], d.waitErr, d.Log)
 	case <-time.After(timeout):
 		t.Fatalf("%s did not say READY=1 within %v", argv[0], timeout)
 	}
