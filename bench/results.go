@@ -106,9 +106,13 @@ type Scale struct {
 	// RSS: live heap (HeapInuse) and goroutine stacks (StackInuse).
 	HeapPerNsKiB  float64 `json:"heap_per_ns_kib"`
 	StackPerNsKiB float64 `json:"stack_per_ns_kib"`
-	EchoP50us     float64 `json:"echo_p50_us"`
-	EchoOneP50us  float64 `json:"echo_one_p50_us"`
-	Err           string  `json:"error,omitempty"`
+	// RuntimePerNsKiB is all the Go runtime holds from the kernel (Sys
+	// less HeapReleased): heap, stacks and the runtime's own structures.
+	// RSS above it is memory outside the Go runtime's accounts.
+	RuntimePerNsKiB float64 `json:"runtime_per_ns_kib"`
+	EchoP50us       float64 `json:"echo_p50_us"`
+	EchoOneP50us    float64 `json:"echo_one_p50_us"`
+	Err             string  `json:"error,omitempty"`
 }
 
 // Results is everything one run measured, with where it ran.
@@ -185,10 +189,10 @@ func (r *Results) Markdown() string {
 		}
 	}
 	if len(r.Scale) > 0 {
-		b.WriteString("\n| namespaces | attach s | attach batched s | by hand s | RSS KiB/ns | heap KiB/ns | stacks KiB/ns | goroutines/ns | slab KiB/ns | echo p50 µs | echo p50 µs (1 attached) | error |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		b.WriteString("\n| namespaces | attach s | attach batched s | by hand s | RSS KiB/ns | Go runtime KiB/ns | heap KiB/ns | stacks KiB/ns | goroutines/ns | slab KiB/ns | echo p50 µs | echo p50 µs (1 attached) | error |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, s := range r.Scale {
-			fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.1f | %s |\n", s.N, s.AttachSeconds, s.AttachManySeconds, s.ByHandSeconds,
-				s.RSSPerNsKiB, s.HeapPerNsKiB, s.StackPerNsKiB, s.GoroutinesPerNs, s.SlabPerNsKiB, s.EchoP50us, s.EchoOneP50us, s.Err)
+			fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.1f | %s |\n", s.N, s.AttachSeconds, s.AttachManySeconds, s.ByHandSeconds,
+				s.RSSPerNsKiB, s.RuntimePerNsKiB, s.HeapPerNsKiB, s.StackPerNsKiB, s.GoroutinesPerNs, s.SlabPerNsKiB, s.EchoP50us, s.EchoOneP50us, s.Err)
 		}
 	}
 	for _, n := range r.Notes {

@@ -129,6 +129,7 @@ func scaleOnce(t *testing.T, e *env, admin nsbrokerv1.BrokerClient, n int, s *Sc
 	s.RSSPerNsKiB = perNs(m0.rssKiB, m1.rssKiB)
 	s.HeapPerNsKiB = perNs(m0.heapKiB, m1.heapKiB)
 	s.StackPerNsKiB = perNs(m0.stackKiB, m1.stackKiB)
+	s.RuntimePerNsKiB = perNs(m0.runtimeKiB, m1.runtimeKiB)
 	s.GoroutinesPerNs = perNs(int64(m0.goroutines), int64(m1.goroutines))
 	s.SlabPerNsKiB = perNs(slab0, slab1)
 	heapProfile(t, fmt.Sprintf("scale-heap-%d", n))
@@ -175,6 +176,7 @@ const attachBatch = 1000
 // memory is what settle measures.
 type memory struct {
 	rssKiB, heapKiB, stackKiB int64
+	runtimeKiB                int64 // what the Go runtime holds from the kernel
 	goroutines                int
 }
 
@@ -191,6 +193,7 @@ func settle() memory {
 		rssKiB:     statusKiB("/proc/self/status", "VmRSS:"),
 		heapKiB:    int64(ms.HeapInuse >> 10),
 		stackKiB:   int64(ms.StackInuse >> 10),
+		runtimeKiB: int64((ms.Sys - ms.HeapReleased) >> 10),
 		goroutines: runtime.NumGoroutine(),
 	}
 }

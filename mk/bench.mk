@@ -8,6 +8,7 @@
 #   make bench BENCH_BOOTS=1            one boot
 #   make bench BENCH_SECTIONS=roundtrip round trips only
 #   make bench BENCH_SCALE=10,100       smaller scale runs
+#   make bench BENCH_RUNFOR=5s          longer throughput runs
 #   make bench-report                   extract the results of the last run again
 
 BENCH_BUILD ?= $(CURDIR)/.build/bench
@@ -16,6 +17,8 @@ BENCH_MEM ?= 4096
 BENCH_SCALE ?= 10,100,1000,4000
 BENCH_SECTIONS ?= roundtrip,throughput,scale
 BENCH_TIMEOUT ?= 3000
+# How long each throughput run lasts, sized from a pilot run's rate.
+BENCH_RUNFOR ?= 3s
 # The guest's clock: see "The guest's clock" in docs/performance.md.
 BENCH_KERNEL_ARGS ?= tsc=reliable clocksource=tsc
 # Seconds between two samples of the host's load while a boot runs.
@@ -55,7 +58,7 @@ bench:
 			VM_RUN='^TestIntegrationBench$$' VM_VERBOSE=1 QEMU_MEM=$(BENCH_MEM) \
 			VM_KERNEL_ARGS='$(BENCH_KERNEL_ARGS)' \
 			VM_BUILD=$(BENCH_BUILD)/vm VM_TEST_TIMEOUT=$(BENCH_TIMEOUT) VM_TIMEOUT=$(BENCH_TIMEOUT) \
-			VM_TESTARGS='-bench.qemu=tcg,thread=multi,-cpu=max,-smp=$(QEMU_SMP),-m=$(BENCH_MEM) -bench.scale=$(BENCH_SCALE) -bench.sections=$(BENCH_SECTIONS)' \
+			VM_TESTARGS='-bench.qemu=tcg,thread=multi,-cpu=max,-smp=$(QEMU_SMP),-m=$(BENCH_MEM) -bench.scale=$(BENCH_SCALE) -bench.sections=$(BENCH_SECTIONS) -bench.runfor=$(BENCH_RUNFOR)' \
 			>$(BENCH_BUILD)/vm-$$i.log 2>&1; status=$$?; \
 		kill $$sampler; \
 		cp $(BENCH_BUILD)/vm/results.txt $(BENCH_BUILD)/results-$$i.txt 2>/dev/null; \
