@@ -80,6 +80,7 @@ type daemon struct {
 	local       *localSockets  // nil without local sockets
 	state       *stateFile     // nil without a state file
 	srv         *server.Server
+	budget      *server.Budget
 
 	// Continuity across restarts: what the previous daemon left (nil for
 	// nothing), whether the service manager keeps the sockets, and the
@@ -262,10 +263,19 @@ func (d *daemon) follower() *follower {
 	return f
 }
 
+// refused counts a refusal by a limit, and logs a tenant shut out.
+func (d *daemon) refused(r server.Refusal) {
+	d.m.refused(r)
+	if r.ShutOut > 0 {
+		d.log.Warn("tenant shut out: it went on opening rpcs after they were refused",
+			"tenant", r.Identity.Tenant, "peer", r.Identity.Peer, "for", r.ShutOut)
+	}
+}
+
 // newLocalSockets returns the namespaces' local sockets as configured.
 func (d *daemon) newLocalSockets() *localSockets {
 	ls := newLocalSockets(d.cfg.LocalSocket, d.cfg.runPath(d.cfg.FileSocketDir), d.log)
-	ls.serve = func(l net.Listener) { d.g.Serve(l) } // ends when the socket is closed
+	ls.serve = func(l net.Listener) { d.g.Serve(d.budget.Gate(l)) } // ends when the socket is closed
 	ls.gauge = func(n int) { d.m.local.Set(float64(n)) }
 	ls.squatted = d.m.squat
 	ls.changed = func(name string) { d.srv.LocalSocketChanged(name) }
@@ -433,9 +443,9 @@ func (d *daemon) newGRPCServer(stopping context.Context) *grpc.Server {
 	cfg := d.cfg
 	obs := &observer{m: d.m, log: d.log}
 	st := &stopper{stopping: stopping}
-	budget := server.NewBudget(cfg.limits(), d.m.refused)
+	budget := server.NewBudget(cfg.limits(), d.refused)
 	srv := server.New(d.b, &server.Config{Budget: budget, LocalSocket: d.localStatus})
-	d.srv = srv
+	d.srv, d.budget = srv, budget
 	d.health.reaches = srv.Reaches
 	opts := append(budget.GRPCOptions(server.Credentials(d.tlsConfig(), d.tenants.current)),
 		grpc.ChainUnaryInterceptor(obs.unary, d.refuseDuringHandover, d.state.unary),

@@ -187,6 +187,9 @@ type Refusal struct {
 	// Local is true for the tenant of a namespace-local socket, false
 	// for a TLS tenant and the admin.
 	Local bool
+	// ShutOut is, when the refusal shut the tenant out, for how long
+	// (see RefusalBurst); 0 otherwise.
+	ShutOut time.Duration
 }
 
 // Budget enforces Limits. It bounds connections through the transport
@@ -206,6 +209,7 @@ type Budget struct {
 
 	publishRate *rateLimits
 	requestRate *rateLimits
+	shutOuts    shutOuts // tenants that went on after refusals
 
 	queuedAll     *broker.ByteBudget // everyone's queued bytes
 	queuedTenants *broker.ByteBudget // the tenants' share of queuedAll
@@ -236,6 +240,7 @@ func NewBudget(l *Limits, refused func(Refusal)) *Budget {
 		handshakes:    newSlots("pending handshakes", limitHandshakes, limitHandshakesPerAddr, c.MaxPendingHandshakes, c.MaxPendingHandshakesPerAddr, 0),
 		publishRate:   newRateLimits(limitPublishRate, "publish", c.PublishRate, c.PublishBurst),
 		requestRate:   newRateLimits(limitRequestRate, "request", c.RequestRate, c.RequestBurst),
+		shutOuts:      shutOuts{now: time.Now},
 		queuedAll:     all,
 		queuedTenants: broker.NewByteBudget(c.MaxQueuedBytes-c.AdminQueuedBytes, all),
 		queued:        make(map[tenantKey]*tenantQueue),
@@ -301,14 +306,18 @@ func (b *Budget) tap(ctx context.Context, _ *tap.Info) (context.Context, error) 
 	if !ok {
 		return ctx, status.Error(codes.Unauthenticated, "the connection has no nsbroker identity")
 	}
-	if r := refusalFromContext(ctx); r != nil {
+	ai, _ := peerAuth(ctx)
+	if r := ai.refusal; r != nil {
+		b.charge(ai)
 		return ctx, status.Error(codes.ResourceExhausted, r.msg)
 	}
 	if err := b.requestRate.allow(id); err != nil {
+		b.charge(ai)
 		return ctx, b.refuse(id, err)
 	}
 	release, err := b.requests.acquire(tenantLabel(id), id.key())
 	if err != nil {
+		b.charge(ai)
 		return ctx, b.refuse(id, err)
 	}
 	// The rpc's context ends when the rpc does, whichever way.
@@ -349,6 +358,8 @@ func (b *Budget) streamSlot(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 	release, err := b.streams.acquire(tenantLabel(id), id.key())
 	releaseRequest(ctx)
 	if err != nil {
+		ai, _ := peerAuth(ctx)
+		b.charge(ai)
 		return b.refuse(id, err)
 	}
 	defer release()
@@ -494,9 +505,15 @@ func (c *budgetCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	if !ok {
 		return conn, info, nil
 	}
+	if d := c.b.shutOuts.left(ai.Identity.key()); d > 0 {
+		conn.Close()
+		return nil, nil, shutOutError(ai.Identity, d)
+	}
 	release, lerr := c.b.conns.acquire(tenantLabel(ai.Identity), ai.Identity.key())
 	if lerr == nil {
-		return &budgetConn{Conn: conn, release: release}, info, nil
+		bc := &budgetConn{Conn: conn, release: release}
+		ai.guard = newConnGuard(ai.Identity, bc)
+		return bc, ai, nil
 	}
 	c.b.refuse(ai.Identity, lerr)
 	done, ok := c.b.refusing()
@@ -506,6 +523,7 @@ func (c *budgetCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	}
 	ai.refusal = lerr
 	bc := &budgetConn{Conn: conn, release: done}
+	ai.guard = newConnGuard(ai.Identity, bc)
 	time.AfterFunc(refusalGrace, func() { bc.Close() })
 	return bc, ai, nil
 }

@@ -33,6 +33,7 @@ const localSocket = "@nsbroker"
 // socket, a local socket in each namespace and TCP with mutual TLS.
 type env struct {
 	t     *testing.T
+	srv   *Server
 	k     *brokertest.Kernel
 	b     *broker.Broker
 	g     *grpc.Server
@@ -68,6 +69,7 @@ func newEnv(t *testing.T, cfg *Config) *env {
 	e.setTenants(cnMap{"acme": {e.names["A"]}, "duo": {e.names["A"], "nsb-not-attached"}})
 
 	srv := New(e.b, cfg)
+	e.srv = srv
 	e.g = grpc.NewServer(srv.Budget().GRPCOptions(Credentials(e.pki.serverTLS(), e.tenantMap))...)
 	srv.Register(e.g)
 	t.Cleanup(e.g.Stop)
@@ -157,7 +159,7 @@ func (e *env) serveLocal(label string) {
 	if err != nil {
 		e.t.Fatalf("listen on %s in namespace %s: %v", localSocket, label, err)
 	}
-	e.serve(TenantListener(l, e.names[label]))
+	e.serve(e.srv.Budget().Gate(TenantListener(l, e.names[label])))
 }
 
 // client connects with the given options and closes when the test ends.

@@ -65,6 +65,9 @@ type AuthInfo struct {
 	// refusal is set on a connection over a limit of its tenant: it is
 	// kept only to tell its rpcs so.
 	refusal *limitError
+	// guard counts the refusals of a tenant connection (nil for the
+	// admin's).
+	guard *connGuard
 }
 
 // AuthType implements credentials.AuthInfo.

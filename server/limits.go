@@ -56,11 +56,24 @@ func (r *rateLimits) allow(id Identity) *limitError {
 	return nil
 }
 
+// refill adds the tokens earned since b.at. An at in the future (see
+// exhaust) earns nothing until then.
 func (r *rateLimits) refill(b *bucket, now time.Time) {
 	if d := now.Sub(b.at); d > 0 {
 		b.tokens = min(r.burst, b.tokens+d.Seconds()*r.rate)
+		b.at = now
 	}
-	b.at = now
+}
+
+// exhaust empties the bucket of the tenant of k and lets it earn nothing
+// before until: a tenant shut out starts again without a burst.
+func (r *rateLimits) exhaust(k tenantKey, until time.Time) {
+	if r.rate < 0 || k == (tenantKey{}) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.buckets[k] = &bucket{tokens: 0, at: until}
 }
 
 func (r *rateLimits) lockedPrune(now time.Time) {

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -92,6 +94,11 @@ type tenantListener struct {
 	namespace string
 	want      nsmgr.ID    // zero: any namespace
 	refused   func(error) // may be nil
+	// gate, if set (Budget.Gate), says how long the tenant of a key is
+	// shut out; done is closed by Close.
+	gate      func(tenantKey) time.Duration
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // TenantListener wraps l, a listener opened inside the network namespace
@@ -164,8 +171,30 @@ func (l *tenantListener) Accept() (net.Conn, error) {
 			peer += " " + addr.String()
 		}
 		id := Identity{Role: RoleTenant, Tenant: l.namespace, Namespaces: []string{l.namespace}, Peer: peer, netns: netns}
+		if l.gate != nil {
+			if d := l.gate(id.key()); d > 0 {
+				// Accept nothing until the shut-out ends: the
+				// tenant's next connections wait in the backlog,
+				// and past it the kernel turns them away.
+				c.Close()
+				select {
+				case <-time.After(d):
+				case <-l.done:
+					return nil, net.ErrClosed
+				}
+				continue
+			}
+		}
 		return &taggedConn{Conn: c, id: id}, nil
 	}
+}
+
+// Close closes the listener, and ends a wait for a shut-out to end.
+func (l *tenantListener) Close() error {
+	if l.done != nil {
+		l.closeOnce.Do(func() { close(l.done) })
+	}
+	return l.Listener.Close()
 }
 
 // socketNetns returns the network namespace of a connection's socket.

@@ -48,6 +48,7 @@ const (
 	attackAcceptEncoding = "accept-encoding"
 	attackConnections    = "connections"
 	attackWatchStreams   = "watch-streams"
+	attackRPCFlood       = "rpc-flood"
 	attackStuck          = "stuck-subscribers"
 	attackSubscribers    = "subscribers"
 )
@@ -105,6 +106,8 @@ func runAttacker(kind string) error {
 		err = holdConnections(count, deadline)
 	case attackWatchStreams:
 		err = holdWatches(count, deadline)
+	case attackRPCFlood:
+		err = rpcFlood(count, deadline)
 	case attackStuck:
 		err = stuckSubscribers(count, deadline)
 	case attackSubscribers:
@@ -431,6 +434,54 @@ func holdWatches(n int, deadline time.Time) error {
 	}
 	wg.Wait()
 	ready("watch streams: %d of %d requested on %d connections (last error: %v)", opened.Load(), n, conns, lastErr.Load())
+	return nil
+}
+
+// rpcFlood opens Echo rpcs as fast as it can write them, on conns
+// connections, until deadline, and never stops for a refusal: a client
+// that ignores RESOURCE_EXHAUSTED. A connection the server closes is
+// dialled again.
+func rpcFlood(conns int, deadline time.Time) error {
+	body, err := proto.Marshal(&nsbrokerv1.EchoRequest{Payload: []byte("flood")})
+	if err != nil {
+		return err
+	}
+	var opened, dials, failed atomic.Int64
+	var lastErr atomic.Value
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				h, err := dialH2(deadline, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+				if err != nil {
+					failed.Add(1)
+					lastErr.Store(err.Error())
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				dials.Add(1)
+				h.discard()
+				bw := bufio.NewWriterSize(h.conn, 64<<10)
+				h.fr = http2.NewFramer(bw, h.conn)
+				for time.Now().Before(deadline) && h.next < 1<<30 {
+					if err := h.request(echoPath, nil, body); err == nil && h.next%200 == 1 {
+						err = bw.Flush()
+					}
+					if err != nil {
+						lastErr.Store(err.Error())
+						break
+					}
+					opened.Add(1)
+				}
+				h.conn.Close()
+			}
+		}()
+	}
+	ready("rpc flood: %d connections opening Echo rpcs without pause until %v", conns, deadline.Format(time.TimeOnly))
+	wg.Wait()
+	fmt.Printf("rpc flood: %d rpcs opened on %d connections, %d dials failed (last error: %v)\n", opened.Load(), dials.Load(), failed.Load(), lastErr.Load())
 	return nil
 }
 

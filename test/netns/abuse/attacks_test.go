@@ -99,6 +99,12 @@ func TestIntegrationAttackWatchStreams(t *testing.T) {
 	runAttack(t, attackSpec{name: "WatchStreams", kind: attackWatchStreams, procs: 1, count: func(int) int { return 20000 }})
 }
 
+// TestIntegrationAttackRPCFlood: Echo rpcs opened without pause for the
+// whole attack on 16 connections, by a client that ignores every refusal.
+func TestIntegrationAttackRPCFlood(t *testing.T) {
+	runAttack(t, attackSpec{name: "RPCFlood", kind: attackRPCFlood, procs: 1, count: func(int) int { return 16 }})
+}
+
 // TestIntegrationAttackStuckSubscribers: 64 Subscribe streams that never
 // read, each followed by 300 publishes of 16 KiB to their group.
 func TestIntegrationAttackStuckSubscribers(t *testing.T) {
