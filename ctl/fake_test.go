@@ -164,7 +164,7 @@ func (f *fakeBroker) Echo(ctx context.Context, req *nsbrokerv1.EchoRequest) (*ns
 	if err != nil {
 		return nil, err
 	}
-	return &nsbrokerv1.EchoResponse{Payload: req.GetPayload(), NetnsInode: uint32(ns.GetInode()), NetnsCookie: ns.GetCookie()}, nil
+	return &nsbrokerv1.EchoResponse{Payload: req.GetPayload(), NetnsInode: ns.GetInode(), NetnsCookie: ns.GetCookie()}, nil
 }
 
 // publish numbers a publish as the module would.

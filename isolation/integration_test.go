@@ -266,7 +266,7 @@ func TestIntegrationListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	seq, p, u := round("after", "fence 2")
-	want := ListenedEvent{Group: group, Seq: seq, Inode: ns.Inode(), Payload: "after", Nsid: nsid, HasNsid: true}
+	want := ListenedEvent{Group: group, Seq: seq, Inode: uint64(ns.Inode()), Payload: "after", Nsid: nsid, HasNsid: true}
 	if len(p) != 1 || p[0] != want {
 		t.Errorf("with nsid %d: privileged listener got %+v, want [%+v]", nsid, p, want)
 	}
