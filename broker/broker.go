@@ -468,12 +468,9 @@ func (b *Broker) List() []Info {
 
 // Echo sends payload to the module in the namespace and returns its reply.
 func (b *Broker) Echo(ctx context.Context, name string, payload []byte) (*family.EchoReply, error) {
-	if len(payload) > family.PayloadMax {
-		return nil, opError("echo", name, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrInvalid, len(payload), family.PayloadMax))
-	}
 	data, err := family.EncodeEcho(payload)
 	if err != nil {
-		return nil, opError("echo", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+		return nil, opError("echo", name, invalid(err))
 	}
 	return requestReply[family.EchoReply](ctx, b, "echo", name, family.MsgEcho, data)
 }
@@ -482,7 +479,7 @@ func (b *Broker) Echo(ctx context.Context, name string, payload []byte) (*family
 func (b *Broker) Publish(ctx context.Context, name string, group uint32, payload []byte) (*family.PublishReply, error) {
 	data, err := family.EncodePublish(group, payload)
 	if err != nil {
-		return nil, opError("publish", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+		return nil, opError("publish", name, invalid(err))
 	}
 	return requestReply[family.PublishReply](ctx, b, "publish", name, family.MsgPublish, data)
 }
@@ -581,7 +578,10 @@ func (b *Broker) NewSubscriptionAt(ctx context.Context, name string, groups []ui
 func checkResumePoints(groups []uint32, from []ResumePoint) error {
 	var seen [family.Groups + 1]bool
 	for _, p := range from {
-		if p.Group == 0 || p.Group > family.Groups || !slices.Contains(groups, p.Group) {
+		if err := family.CheckGroup(p.Group); err != nil {
+			return invalid(err)
+		}
+		if !slices.Contains(groups, p.Group) {
 			return fmt.Errorf("%w: resume point for group %d, which is not subscribed", ErrInvalid, p.Group)
 		}
 		if seen[p.Group] {
@@ -599,8 +599,8 @@ func normalizeGroups(groups []uint32) ([]uint32, error) {
 	var seen [family.Groups + 1]bool
 	out := make([]uint32, 0, len(groups))
 	for _, g := range groups {
-		if g == 0 || g > family.Groups {
-			return nil, fmt.Errorf("%w: group %d outside 1..%d", ErrInvalid, g, family.Groups)
+		if err := family.CheckGroup(g); err != nil {
+			return nil, invalid(err)
 		}
 		if !seen[g] {
 			seen[g] = true
