@@ -51,16 +51,12 @@ type Config struct {
 	RetainTotalBytes int64
 	// Dial opens a connection in a namespace (default: a netlink socket).
 	Dial DialFunc
-	// ModuleLoaded reports whether the module is loaded. Recovery after
-	// Release waits for it to go false and then true again. Ignored when
-	// ModuleIdentity is set.
-	ModuleLoaded func() bool
 	// ModuleIdentity reports whether the module is loaded and, if it is,
 	// an identity that differs at every load (0: unknown). Recovery after
-	// Release also ends when the identity changes, which catches an unload
-	// and reload quicker than the broker looks. Default, when ModuleLoaded
-	// is not set either: the inode number of /sys/module/nsbroker, which
-	// the kernel allocates anew for every load.
+	// Release waits for the module to go and come again, or for the
+	// identity to change, which catches an unload and reload quicker than
+	// the broker looks. Default: the inode number of /sys/module/nsbroker,
+	// which the kernel allocates anew for every load.
 	ModuleIdentity func() (id uint64, loaded bool)
 
 	// readUnit reads the loaded module's unit (tests replace it).
@@ -96,12 +92,7 @@ func (c *Config) withDefaults() Config {
 	if cfg.Dial == nil {
 		cfg.Dial = dialFamily
 	}
-	switch {
-	case cfg.ModuleIdentity != nil:
-	case cfg.ModuleLoaded != nil:
-		loaded := cfg.ModuleLoaded
-		cfg.ModuleIdentity = func() (uint64, bool) { return 0, loaded() }
-	default:
+	if cfg.ModuleIdentity == nil {
 		cfg.ModuleIdentity = moduleIdentity
 	}
 	if cfg.readUnit == nil {

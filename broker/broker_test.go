@@ -41,10 +41,10 @@ func newNamed(t *testing.T) (string, *nsmgr.Namespace) {
 // fakeConfig wires a broker to a fake kernel.
 func fakeConfig(k *brokertest.Kernel) *Config {
 	return &Config{
-		Unit:          family.DefaultUnit,
-		RetryInterval: 10 * time.Millisecond,
-		ModuleLoaded:  k.Loaded,
-		Dial:          k.Dial,
+		Unit:           family.DefaultUnit,
+		RetryInterval:  10 * time.Millisecond,
+		ModuleIdentity: k.Identity,
+		Dial:           k.Dial,
 	}
 }
 

@@ -263,7 +263,8 @@ func TestIntegrationReleaseReloadRecovers(t *testing.T) {
 	}
 	var gate atomic.Bool
 	gate.Store(true)
-	b := New(&Config{ModuleLoaded: func() bool { return gate.Load() && moduleLoaded() }})
+	// No identity: only seeing the module gone and back ends the release.
+	b := New(&Config{ModuleIdentity: func() (uint64, bool) { return 0, gate.Load() && moduleLoaded() }})
 	defer b.Close()
 	name, ns := newNamed(t)
 	if _, err := b.Attach(context.Background(), name, nsmgr.Ref{Name: name}); err != nil {

@@ -47,7 +47,7 @@ func startDaemon(t *testing.T, withModule bool) HostConfig {
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if !withModule {
 		k := brokertest.NewKernel()
-		cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleLoaded: k.Loaded, Dial: k.Dial,
+		cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleIdentity: k.Identity, Dial: k.Dial,
 			RetryInterval: 10 * time.Millisecond}
 	}
 	ready := make(chan daemon.Addrs, 1)

@@ -54,7 +54,7 @@ func newEnv(t *testing.T, cfg *Config) *env {
 	e := &env{
 		t:     t,
 		k:     k,
-		b:     broker.New(&broker.Config{Unit: family.DefaultUnit, ModuleLoaded: k.Loaded, Dial: k.Dial, RetryInterval: 10 * time.Millisecond}),
+		b:     broker.New(&broker.Config{Unit: family.DefaultUnit, ModuleIdentity: k.Identity, Dial: k.Dial, RetryInterval: 10 * time.Millisecond}),
 		pki:   newPKI(t),
 		ns:    map[string]*nsmgr.Namespace{},
 		names: map[string]string{},
