@@ -498,39 +498,11 @@ func requestReply[T any](ctx context.Context, b *Broker, op, name string, typ ui
 	return r, nil
 }
 
-// Subscribe delivers the events multicast to groups in the namespace,
-// with a gap event wherever some were lost, until ctx is cancelled or
-// the namespace goes away (then a final KindEnd event says why). The
-// channel is closed at the end. It is NewSubscription read by a goroutine
-// of its own into the channel.
-func (b *Broker) Subscribe(ctx context.Context, name string, groups []uint32) (<-chan Event, error) {
-	sub, err := b.NewSubscription(ctx, name, groups, nil)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan Event)
-	go func() {
-		defer close(out)
-		defer sub.Close()
-		for {
-			ev, ok := sub.Next()
-			if !ok {
-				return
-			}
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out, nil
-}
-
-// NewSubscription subscribes to groups in the namespace as Subscribe does,
-// for a caller that reads the events itself (Subscription.Next) instead of
-// through a channel: one goroutine hand-off less per event. Its queued
-// events are charged to budget besides the subscription's own bounds
+// NewSubscription subscribes to groups in the namespace: the caller reads
+// the events multicast to them (Subscription.Next), with a gap event
+// wherever some were lost, until ctx is cancelled or the namespace goes
+// away (then a final KindEnd event says why). Its queued events are
+// charged to budget besides the subscription's own bounds
 // (Config.QueueLen, Config.QueueBytes); nil means no budget.
 func (b *Broker) NewSubscription(ctx context.Context, name string, groups []uint32, budget *ByteBudget) (*Subscription, error) {
 	return b.NewSubscriptionAt(ctx, name, groups, budget, nil)

@@ -14,7 +14,7 @@ func TestSharedBuildsOncePerMessage(t *testing.T) {
 	defer cancel()
 	var subs []<-chan Event
 	for range 3 {
-		sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+		sub, err := subscribe(ctx, b, names[0], []uint32{1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -417,7 +417,7 @@ func TestIntegrationPublishRate(t *testing.T) {
 
 	// PublishStream spends the same tokens, per message: tenant B's third
 	// message fails the stream, and the first two stay published.
-	sub, err := e.b.Subscribe(ctx, e.names["B"], []uint32{1})
+	sub, err := e.subscribe(ctx, e.names["B"], []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}

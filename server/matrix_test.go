@@ -330,7 +330,7 @@ func publishProbe(t *testing.T, e *env, publish func() (target string, payloads 
 	defer cancel()
 	subs := map[string]<-chan broker.Event{}
 	for _, label := range []string{"A", "B"} {
-		ch, err := e.b.Subscribe(ctx, e.names[label], []uint32{matrixGroup})
+		ch, err := e.subscribe(ctx, e.names[label], []uint32{matrixGroup})
 		if err != nil {
 			t.Fatal(err)
 		}
