@@ -25,7 +25,7 @@ type PendingPublish struct {
 func (b *Broker) PublishAsync(name string, group uint32, payload []byte) (*PendingPublish, error) {
 	data, err := family.EncodePublish(group, payload)
 	if err != nil {
-		return nil, opError("publish", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+		return nil, opError("publish", name, invalid(err))
 	}
 	c, err := b.lookup(name)
 	if err != nil {
@@ -76,7 +76,7 @@ func (b *Broker) PublishBatch(name string, pubs []Publication) ([]*PendingPublis
 	for _, p := range pubs {
 		data, err := family.EncodePublish(p.Group, p.Payload)
 		if err != nil {
-			encErr = opError("publish", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+			encErr = opError("publish", name, invalid(err))
 			break
 		}
 		reqs = append(reqs, family.Request{Type: family.MsgPublish, Data: data})

@@ -43,7 +43,7 @@ func benchFanout(b *testing.B, n, size int) {
 	var wg sync.WaitGroup
 	lost := make([]uint64, n)
 	for i := range n {
-		ch, err := br.Subscribe(ctx, name, []uint32{1})
+		ch, err := subscribe(ctx, br, name, []uint32{1})
 		if err != nil {
 			b.Fatal(err)
 		}

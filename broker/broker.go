@@ -51,16 +51,12 @@ type Config struct {
 	RetainTotalBytes int64
 	// Dial opens a connection in a namespace (default: a netlink socket).
 	Dial DialFunc
-	// ModuleLoaded reports whether the module is loaded. Recovery after
-	// Release waits for it to go false and then true again. Ignored when
-	// ModuleIdentity is set.
-	ModuleLoaded func() bool
 	// ModuleIdentity reports whether the module is loaded and, if it is,
 	// an identity that differs at every load (0: unknown). Recovery after
-	// Release also ends when the identity changes, which catches an unload
-	// and reload quicker than the broker looks. Default, when ModuleLoaded
-	// is not set either: the inode number of /sys/module/nsbroker, which
-	// the kernel allocates anew for every load.
+	// Release waits for the module to go and come again, or for the
+	// identity to change, which catches an unload and reload quicker than
+	// the broker looks. Default: the inode number of /sys/module/nsbroker,
+	// which the kernel allocates anew for every load.
 	ModuleIdentity func() (id uint64, loaded bool)
 
 	// readUnit reads the loaded module's unit (tests replace it).
@@ -96,12 +92,7 @@ func (c *Config) withDefaults() Config {
 	if cfg.Dial == nil {
 		cfg.Dial = dialFamily
 	}
-	switch {
-	case cfg.ModuleIdentity != nil:
-	case cfg.ModuleLoaded != nil:
-		loaded := cfg.ModuleLoaded
-		cfg.ModuleIdentity = func() (uint64, bool) { return 0, loaded() }
-	default:
+	if cfg.ModuleIdentity == nil {
 		cfg.ModuleIdentity = moduleIdentity
 	}
 	if cfg.readUnit == nil {
@@ -468,12 +459,9 @@ func (b *Broker) List() []Info {
 
 // Echo sends payload to the module in the namespace and returns its reply.
 func (b *Broker) Echo(ctx context.Context, name string, payload []byte) (*family.EchoReply, error) {
-	if len(payload) > family.PayloadMax {
-		return nil, opError("echo", name, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrInvalid, len(payload), family.PayloadMax))
-	}
 	data, err := family.EncodeEcho(payload)
 	if err != nil {
-		return nil, opError("echo", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+		return nil, opError("echo", name, invalid(err))
 	}
 	return requestReply[family.EchoReply](ctx, b, "echo", name, family.MsgEcho, data)
 }
@@ -482,7 +470,7 @@ func (b *Broker) Echo(ctx context.Context, name string, payload []byte) (*family
 func (b *Broker) Publish(ctx context.Context, name string, group uint32, payload []byte) (*family.PublishReply, error) {
 	data, err := family.EncodePublish(group, payload)
 	if err != nil {
-		return nil, opError("publish", name, fmt.Errorf("%w: %v", ErrInvalid, err))
+		return nil, opError("publish", name, invalid(err))
 	}
 	return requestReply[family.PublishReply](ctx, b, "publish", name, family.MsgPublish, data)
 }
@@ -510,39 +498,11 @@ func requestReply[T any](ctx context.Context, b *Broker, op, name string, typ ui
 	return r, nil
 }
 
-// Subscribe delivers the events multicast to groups in the namespace,
-// with a gap event wherever some were lost, until ctx is cancelled or
-// the namespace goes away (then a final KindEnd event says why). The
-// channel is closed at the end. It is NewSubscription read by a goroutine
-// of its own into the channel.
-func (b *Broker) Subscribe(ctx context.Context, name string, groups []uint32) (<-chan Event, error) {
-	sub, err := b.NewSubscription(ctx, name, groups, nil)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan Event)
-	go func() {
-		defer close(out)
-		defer sub.Close()
-		for {
-			ev, ok := sub.Next()
-			if !ok {
-				return
-			}
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out, nil
-}
-
-// NewSubscription subscribes to groups in the namespace as Subscribe does,
-// for a caller that reads the events itself (Subscription.Next) instead of
-// through a channel: one goroutine hand-off less per event. Its queued
-// events are charged to budget besides the subscription's own bounds
+// NewSubscription subscribes to groups in the namespace: the caller reads
+// the events multicast to them (Subscription.Next), with a gap event
+// wherever some were lost, until ctx is cancelled or the namespace goes
+// away (then a final KindEnd event says why). Its queued events are
+// charged to budget besides the subscription's own bounds
 // (Config.QueueLen, Config.QueueBytes); nil means no budget.
 func (b *Broker) NewSubscription(ctx context.Context, name string, groups []uint32, budget *ByteBudget) (*Subscription, error) {
 	return b.NewSubscriptionAt(ctx, name, groups, budget, nil)
@@ -581,7 +541,10 @@ func (b *Broker) NewSubscriptionAt(ctx context.Context, name string, groups []ui
 func checkResumePoints(groups []uint32, from []ResumePoint) error {
 	var seen [family.Groups + 1]bool
 	for _, p := range from {
-		if p.Group == 0 || p.Group > family.Groups || !slices.Contains(groups, p.Group) {
+		if err := family.CheckGroup(p.Group); err != nil {
+			return invalid(err)
+		}
+		if !slices.Contains(groups, p.Group) {
 			return fmt.Errorf("%w: resume point for group %d, which is not subscribed", ErrInvalid, p.Group)
 		}
 		if seen[p.Group] {
@@ -599,8 +562,8 @@ func normalizeGroups(groups []uint32) ([]uint32, error) {
 	var seen [family.Groups + 1]bool
 	out := make([]uint32, 0, len(groups))
 	for _, g := range groups {
-		if g == 0 || g > family.Groups {
-			return nil, fmt.Errorf("%w: group %d outside 1..%d", ErrInvalid, g, family.Groups)
+		if err := family.CheckGroup(g); err != nil {
+			return nil, invalid(err)
 		}
 		if !seen[g] {
 			seen[g] = true

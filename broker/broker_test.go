@@ -41,10 +41,10 @@ func newNamed(t *testing.T) (string, *nsmgr.Namespace) {
 // fakeConfig wires a broker to a fake kernel.
 func fakeConfig(k *brokertest.Kernel) *Config {
 	return &Config{
-		Unit:          family.DefaultUnit,
-		RetryInterval: 10 * time.Millisecond,
-		ModuleLoaded:  k.Loaded,
-		Dial:          k.Dial,
+		Unit:           family.DefaultUnit,
+		RetryInterval:  10 * time.Millisecond,
+		ModuleIdentity: k.Identity,
+		Dial:           k.Dial,
 	}
 }
 
@@ -167,11 +167,11 @@ func TestPublishSubscribeScopedToNamespace(t *testing.T) {
 	b, _, names, inums := fakeSetup(t, 2, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	subA, err := b.Subscribe(ctx, names[0], []uint32{7})
+	subA, err := subscribe(ctx, b, names[0], []uint32{7})
 	if err != nil {
 		t.Fatal(err)
 	}
-	subB, err := b.Subscribe(ctx, names[1], []uint32{7})
+	subB, err := subscribe(ctx, b, names[1], []uint32{7})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestPublishSubscribeScopedToNamespace(t *testing.T) {
 		t.Fatalf("B received a second event: %+v", ev)
 	case <-time.After(100 * time.Millisecond):
 	}
-	if _, err := b.Subscribe(ctx, names[0], []uint32{0}); !errors.Is(err, ErrInvalid) {
+	if _, err := subscribe(ctx, b, names[0], []uint32{0}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Subscribe(group 0) error = %v, want ErrInvalid", err)
 	}
 }
@@ -210,7 +210,7 @@ func TestKernelOverrunBecomesGap(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+	sub, err := subscribe(ctx, b, names[0], []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,11 +236,11 @@ func TestSlowSubscriberDoesNotDelayFastOne(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, func(c *Config) { c.QueueLen = queueLen })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	slow, err := b.Subscribe(ctx, names[0], []uint32{2})
+	slow, err := subscribe(ctx, b, names[0], []uint32{2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast, err := b.Subscribe(ctx, names[0], []uint32{2})
+	fast, err := subscribe(ctx, b, names[0], []uint32{2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestDetachFailsInFlightRequests(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{3})
+	sub, err := subscribe(ctx, b, names[0], []uint32{3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestNamespaceDeletedDetachesAndEndsSubscriptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+	sub, err := subscribe(ctx, b, names[0], []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +439,7 @@ func TestProcessExitDetachesPidAttachedNamespace(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, in.Name, []uint32{1})
+	sub, err := subscribe(ctx, b, in.Name, []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +516,7 @@ func TestReleaseReloadRecoveryReportsGaps(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{4})
+	sub, err := subscribe(ctx, b, names[0], []uint32{4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,7 +568,7 @@ func TestCloseEndsEverythingWithoutLeaks(t *testing.T) {
 	before := runtime.NumGoroutine()
 	b, k, names, _ := fakeSetup(t, 2, nil)
 	ctx := context.Background()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+	sub, err := subscribe(ctx, b, names[0], []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,7 +592,7 @@ func TestReplyLostInOverrunFailsRequest(t *testing.T) {
 	defer func() { replyLossGrace = old }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := b.Subscribe(ctx, names[0], []uint32{1}); err != nil {
+	if _, err := subscribe(ctx, b, names[0], []uint32{1}); err != nil {
 		t.Fatal(err)
 	}
 	k.HoldReplies(inums[0], 1000) // the reply never comes

@@ -53,6 +53,14 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
+// invalid marks an argument error of a lower layer, such as a limit of
+// family (family.GroupRangeError, family.PayloadSizeError), as ErrInvalid
+// and keeps its text and its own sentinel: the limit's message is the
+// same whichever operation refused the argument.
+func invalid(err error) error {
+	return fmt.Errorf("%w: %w", ErrInvalid, err)
+}
+
 func opError(op, ns string, err error) error {
 	if err == nil {
 		return nil

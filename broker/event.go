@@ -2,7 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/nsbroker/nsbroker/family"
 )
@@ -119,30 +118,6 @@ type Event struct {
 	// Err is set for KindEnd: why the subscription ended (context
 	// cancellation ends it without a KindEnd event).
 	Err error
-
-	// shared is the same for every subscriber's copy of one message.
-	shared *shared
-}
-
-// shared holds what is derived once from a message for all its
-// subscribers.
-type shared struct {
-	once sync.Once
-	v    any
-}
-
-// Shared returns build(ev), computed by the first subscriber of this
-// message that asks and reused by the others: every subscriber of a
-// message receives a copy of the same Event, and a server with many
-// subscribers can, for instance, convert it to its wire form once. build
-// must depend on ev alone, and the caller must not modify the result. For
-// gaps, ends and Events the broker did not deliver, build runs every time.
-func (ev Event) Shared(build func(Event) any) any {
-	if ev.shared == nil {
-		return build(ev)
-	}
-	ev.shared.once.Do(func() { ev.shared.v = build(ev) })
-	return ev.shared.v
 }
 
 // State is the condition of an attached namespace.

@@ -17,7 +17,7 @@ func TestForgedEventsDropped(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+	sub, err := subscribe(ctx, b, names[0], []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,7 @@ func TestQueueFullByBytesMergesGaps(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{1, 2})
+	sub, err := subscribe(ctx, b, names[0], []uint32{1, 2})
 	if err != nil {
 		t.Fatal(err)
 	}

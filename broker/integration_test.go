@@ -164,7 +164,7 @@ func TestIntegrationPublishSubscribeScoping(t *testing.T) {
 	subs := make([]<-chan Event, 3)
 	for i, name := range names {
 		var err error
-		if subs[i], err = b.Subscribe(ctx, name, []uint32{5}); err != nil {
+		if subs[i], err = subscribe(ctx, b, name, []uint32{5}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -232,7 +232,7 @@ func TestIntegrationNetnsDeleteDetachesAndFreesInstance(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, name, []uint32{1})
+	sub, err := subscribe(ctx, b, name, []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,8 @@ func TestIntegrationReleaseReloadRecovers(t *testing.T) {
 	}
 	var gate atomic.Bool
 	gate.Store(true)
-	b := New(&Config{ModuleLoaded: func() bool { return gate.Load() && moduleLoaded() }})
+	// No identity: only seeing the module gone and back ends the release.
+	b := New(&Config{ModuleIdentity: func() (uint64, bool) { return 0, gate.Load() && moduleLoaded() }})
 	defer b.Close()
 	name, ns := newNamed(t)
 	if _, err := b.Attach(context.Background(), name, nsmgr.Ref{Name: name}); err != nil {
@@ -271,7 +272,7 @@ func TestIntegrationReleaseReloadRecovers(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, name, []uint32{9})
+	sub, err := subscribe(ctx, b, name, []uint32{9})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,7 +132,7 @@ func TestReleaseEndsOnQuickReload(t *testing.T) {
 	b, k, names, inums := identitySetup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{2})
+	sub, err := subscribe(ctx, b, names[0], []uint32{2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func TestKernelOverrunTailGap(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{1})
+	sub, err := subscribe(ctx, b, names[0], []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestOverrunBeforeFirstEvent(t *testing.T) {
 	k.Publish(inums[0], 2, nil) // 1, before anyone listens
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub, err := b.Subscribe(ctx, names[0], []uint32{2})
+	sub, err := subscribe(ctx, b, names[0], []uint32{2})
 	if err != nil {
 		t.Fatal(err)
 	}

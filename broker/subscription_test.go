@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// TestSubscriptionNext reads a subscription without Subscribe's channel:
+// TestSubscriptionNext reads a subscription with Next, as the server does:
 // events in order, the final KindEnd once the namespace is detached, then
 // false; Close removes it from the namespace.
 func TestSubscriptionNext(t *testing.T) {
@@ -76,4 +76,31 @@ func TestSubscriptionCancelAndClose(t *testing.T) {
 	if in, _ := b.Get(names[0]); in.Subscribers != 0 {
 		t.Errorf("%d subscribers after Close, want 0", in.Subscribers)
 	}
+}
+
+// subscribe is NewSubscription read by a goroutine of its own into a
+// channel, which is closed at the end (after a KindEnd event, or once ctx
+// is cancelled).
+func subscribe(ctx context.Context, b *Broker, name string, groups []uint32) (<-chan Event, error) {
+	sub, err := b.NewSubscription(ctx, name, groups, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan Event)
+	go func() {
+		defer close(out)
+		defer sub.Close()
+		for {
+			ev, ok := sub.Next()
+			if !ok {
+				return
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
 }

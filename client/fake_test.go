@@ -38,7 +38,7 @@ var failures = map[string]*status.Status{
 	"denied":    status.New(codes.PermissionDenied, "tenants cannot attach namespaces"),
 	"busy":      status.New(codes.ResourceExhausted, "tenant acme: --max-streams-per-tenant (64) reached"),
 	"released":  status.New(codes.Unavailable, "module released"),
-	"bad":       status.New(codes.InvalidArgument, "group 33 outside 1..32"),
+	"bad":       status.New(codes.InvalidArgument, "group out of range: 33, want 1..32"),
 	"twice":     status.New(codes.AlreadyExists, `namespace "twice" already attached`),
 	"gone":      status.New(codes.Aborted, `namespace "gone" gone: name unlinked`),
 	"stranger":  status.New(codes.Unauthenticated, "unknown connection"),

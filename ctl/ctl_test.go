@@ -212,7 +212,7 @@ func TestPublishArgs(t *testing.T) {
 	ctl(t, "", "--socket", sock, "publish", "--group", "3", "--json", "--namespace", "red", "c").want(t, ExitOK,
 		`{"group":3,"seq":3,"listeners":true}`+"\n", "")
 	ctl(t, "", "--socket", sock, "publish", "--group", "33", "d").want(t, ExitFailed, "",
-		"nsbrokerctl: publish: invalid argument: group 33 outside 1..32\n")
+		"nsbrokerctl: publish: invalid argument: group out of range: 33, want 1..32\n")
 	want := []*nsbrokerv1.PublishRequest{
 		{Group: 3, Payload: []byte("a")},
 		{Group: 3, Payload: []byte("b")},

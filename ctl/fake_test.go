@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/nsbroker/nsbroker/family"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
@@ -164,7 +165,7 @@ func (f *fakeBroker) Echo(ctx context.Context, req *nsbrokerv1.EchoRequest) (*ns
 	if err != nil {
 		return nil, err
 	}
-	return &nsbrokerv1.EchoResponse{Payload: req.GetPayload(), NetnsInode: uint32(ns.GetInode()), NetnsCookie: ns.GetCookie()}, nil
+	return &nsbrokerv1.EchoResponse{Payload: req.GetPayload(), NetnsInode: ns.GetInode(), NetnsCookie: ns.GetCookie()}, nil
 }
 
 // publish numbers a publish as the module would.
@@ -174,7 +175,7 @@ func (f *fakeBroker) publish(req *nsbrokerv1.PublishRequest) (*nsbrokerv1.Publis
 		return nil, err
 	}
 	if req.GetGroup() < 1 || req.GetGroup() > 32 {
-		return nil, status.Errorf(codes.InvalidArgument, "group %d outside 1..32", req.GetGroup())
+		return nil, status.Error(codes.InvalidArgument, family.GroupRangeError(req.GetGroup()).Error())
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

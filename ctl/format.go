@@ -39,7 +39,7 @@ type namespaceEventJSON struct {
 
 type echoJSON struct {
 	Payload     []byte `json:"payload"`
-	NetnsInode  uint32 `json:"netns_inode"`
+	NetnsInode  uint64 `json:"netns_inode"`
 	NetnsCookie uint64 `json:"netns_cookie"`
 }
 
@@ -59,7 +59,7 @@ type eventJSON struct {
 	Group        uint32 `json:"group"`
 	Seq          uint64 `json:"seq"`
 	Payload      []byte `json:"payload"`
-	NetnsInode   uint32 `json:"netns_inode"`
+	NetnsInode   uint64 `json:"netns_inode"`
 	SenderPortid uint32 `json:"sender_portid"`
 	Timestamp    string `json:"timestamp,omitempty"`
 	Epoch        uint64 `json:"epoch"`

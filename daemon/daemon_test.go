@@ -85,7 +85,7 @@ func TestIntegrationLocalSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Echo from inside: %v", err)
 	}
-	if echo.NetnsInode != ns.Inode() || string(echo.Payload) != "hello" {
+	if echo.NetnsInode != uint64(ns.Inode()) || string(echo.Payload) != "hello" {
 		t.Errorf("Echo from inside: want inode %d payload %q, got inode %d payload %q", ns.Inode(), "hello", echo.NetnsInode, echo.Payload)
 	}
 	list, err := tenant.ListNamespaces(ctx, &nsbrokerv1.ListNamespacesRequest{})
@@ -161,7 +161,7 @@ func TestIntegrationLocalSocket(t *testing.T) {
 		t.Fatalf("dial @nsbroker after attaching again: %v", err)
 	}
 	defer cc2.Close()
-	if echo, err := nsbrokerv1.NewBrokerClient(cc2).Echo(ctx, &nsbrokerv1.EchoRequest{Payload: []byte("again")}); err != nil || echo.NetnsInode != ns.Inode() {
+	if echo, err := nsbrokerv1.NewBrokerClient(cc2).Echo(ctx, &nsbrokerv1.EchoRequest{Payload: []byte("again")}); err != nil || echo.NetnsInode != uint64(ns.Inode()) {
 		t.Errorf("Echo after attaching again: want inode %d, got %v, %v", ns.Inode(), echo, err)
 	}
 }
@@ -313,7 +313,7 @@ func syncSubscription(t *testing.T, d *testDaemon, inum, group uint32, sub nsbro
 			t.Fatalf("subscription: %v", err)
 		}
 		ev := resp.GetEvent()
-		if ev == nil || ev.NetnsInode != inum || ev.Group != group {
+		if ev == nil || ev.NetnsInode != uint64(inum) || ev.Group != group {
 			t.Fatalf("subscription: want an event of group %d from inode %d, got %v", group, inum, resp)
 		}
 		received++

@@ -89,7 +89,7 @@ func TestIntegrationDiscover(t *testing.T) {
 	}
 	defer cc.Close()
 	echo, err := nsbrokerv1.NewBrokerClient(cc).Echo(ctx, &nsbrokerv1.EchoRequest{Payload: []byte("found")})
-	if err != nil || echo.NetnsInode != second.Inode() {
+	if err != nil || echo.NetnsInode != uint64(second.Inode()) {
 		t.Errorf("Echo inside the discovered namespace: want inode %d, got %v, %v", second.Inode(), echo, err)
 	}
 

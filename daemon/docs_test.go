@@ -116,7 +116,7 @@ func TestOperationsDocMetrics(t *testing.T) {
 		documented[r[0]] = r
 	}
 	k := brokertest.NewKernel()
-	b := broker.New(&broker.Config{ModuleLoaded: k.Loaded, Dial: k.Dial})
+	b := broker.New(&broker.Config{ModuleIdentity: k.Identity, Dial: k.Dial})
 	defer b.Close()
 	m := newMetrics(b)
 	for _, c := range m.own {

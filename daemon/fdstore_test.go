@@ -29,7 +29,7 @@ func runFakeMain() int {
 		return exitUsage
 	}
 	k := brokertest.NewKernel()
-	cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleLoaded: k.Loaded, Dial: k.Dial,
+	cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleIdentity: k.Identity, Dial: k.Dial,
 		RetryInterval: 10 * time.Millisecond}
 	cfg.Logger = newLogger(cfg, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)

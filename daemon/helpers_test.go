@@ -66,7 +66,7 @@ func startDaemon(t *testing.T, edit func(*Config)) *testDaemon {
 	cfg.AdminSocket = filepath.Join(t.TempDir(), "run", "nsbroker.sock")
 	cfg.StateFile = filepath.Join(filepath.Dir(cfg.AdminSocket), "attachments.json")
 	cfg.ShutdownTimeout = 5 * time.Second
-	cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleLoaded: k.Loaded, Dial: k.Dial,
+	cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleIdentity: k.Identity, Dial: k.Dial,
 		RetryInterval: 10 * time.Millisecond}
 	cfg.Logger = slog.New(logs)
 	ready := make(chan Addrs, 1)

@@ -175,7 +175,7 @@ func TestIntegrationReload(t *testing.T) {
 	}
 
 	before := pki.dialTLS(t, d.addrs.TCP, "acme.example")
-	if resp, err := echo(before, redName); err != nil || resp.NetnsInode != red.Inode() {
+	if resp, err := echo(before, redName); err != nil || resp.NetnsInode != uint64(red.Inode()) {
 		t.Fatalf("acme before the reload, Echo %s: want inode %d, got %v, %v", redName, red.Inode(), resp, err)
 	}
 	_, err := echo(before, blueName)
@@ -197,7 +197,7 @@ func TestIntegrationReload(t *testing.T) {
 	}
 
 	after := pki.dialTLS(t, d.addrs.TCP, "acme.example")
-	if resp, err := echo(after, blueName); err != nil || resp.NetnsInode != blue.Inode() {
+	if resp, err := echo(after, blueName); err != nil || resp.NetnsInode != uint64(blue.Inode()) {
 		t.Errorf("acme after the reload, Echo %s: want inode %d, got %v, %v", blueName, blue.Inode(), resp, err)
 	}
 	_, err = echo(after, redName)
@@ -214,7 +214,7 @@ func TestIntegrationReload(t *testing.T) {
 	if want := "field color not found"; !strings.Contains(failed.attrs["err"], want) {
 		t.Errorf("failed reload: want an error containing %q, got %q", want, failed.attrs["err"])
 	}
-	if resp, err := echo(after, blueName); err != nil || resp.NetnsInode != blue.Inode() {
+	if resp, err := echo(after, blueName); err != nil || resp.NetnsInode != uint64(blue.Inode()) {
 		t.Errorf("acme after a failed reload, Echo %s: want inode %d, got %v, %v", blueName, blue.Inode(), resp, err)
 	}
 }

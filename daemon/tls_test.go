@@ -33,7 +33,7 @@ func TestIntegrationTLSTenantByURI(t *testing.T) {
 	}
 
 	resp, err := echo(pki.dial(t, d.addrs.TCP, pki.ca, "someone-else", redURI))
-	if err != nil || resp.NetnsInode != red.Inode() {
+	if err != nil || resp.NetnsInode != uint64(red.Inode()) {
 		t.Errorf("certificate with SAN URI %s: Echo %s: want inode %d, got %v, %v", redURI, redName, red.Inode(), resp, err)
 	}
 	_, err = echo(pki.dial(t, d.addrs.TCP, pki.ca, "red"))

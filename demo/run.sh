@@ -58,7 +58,7 @@ say "[2/3 build] done after $(elapsed): $(cd .build/bin && echo *)"
 
 say "[3/3 VM] boot Debian's cloud kernel in QEMU with the module and the programs, and run demo/guest/demo.sh there"
 rc=0
-VM_BINS="./cmd/nsbrokerd ./cmd/nsbrokerctl ./cmd/nsbroker-isolation-check" VM_BUILD="$DEMO_BUILD/vm" \
+VM_BINS="./cmd/nsbrokerd ./cmd/nsbrokerctl ./cmd/nsbroker-isolation-check" VM_GO_INSTALL= VM_BUILD="$DEMO_BUILD/vm" \
 	VM_TIMEOUT="$DEMO_TIMEOUT" VM_TEST_TIMEOUT=$((DEMO_TIMEOUT - 60)) MAKEFLAGS=--no-print-directory \
 	make vmtest VM_PKGS= VM_EXTRA=demo/guest VM_CMD=./demo.sh || rc=$?
 

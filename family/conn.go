@@ -239,7 +239,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(
 // JoinGroup subscribes the socket to the events of group (1..Groups) in its
 // namespace.
 func (c *Conn) JoinGroup(group uint32) error {
-	if err := checkGroup(group); err != nil {
+	if err := CheckGroup(group); err != nil {
 		return err
 	}
 	return c.nc.JoinGroup(group)
@@ -247,7 +247,7 @@ func (c *Conn) JoinGroup(group uint32) error {
 
 // LeaveGroup ends the socket's subscription to group.
 func (c *Conn) LeaveGroup(group uint32) error {
-	if err := checkGroup(group); err != nil {
+	if err := CheckGroup(group); err != nil {
 		return err
 	}
 	return c.nc.LeaveGroup(group)

@@ -246,8 +246,8 @@ func decodeGroupSeq(nad *netlink.AttributeDecoder) (uint32, uint64, error) {
 	if err := s.require("NSB_A_GROUP_SEQ", attrNames, AttrGroup, AttrSeq); err != nil {
 		return 0, 0, err
 	}
-	if g < 1 || g > Groups {
-		return 0, 0, fmt.Errorf("group %d outside 1..%d", g, Groups)
+	if err := CheckGroup(g); err != nil {
+		return 0, 0, err
 	}
 	return g, seq, nil
 }

@@ -325,13 +325,13 @@ func TestDecodeGroupSeqs(t *testing.T) {
 			name:    "group 0",
 			in:      with(groupSeq(0, 1)),
 			wantErr: ErrMalformed,
-			wantMsg: "group 0 outside 1..32",
+			wantMsg: "group out of range: 0, want 1..32",
 		},
 		{
 			name:    "group 33",
 			in:      with(groupSeq(Groups+1, 1)),
 			wantErr: ErrMalformed,
-			wantMsg: "group 33 outside 1..32",
+			wantMsg: "group out of range: 33, want 1..32",
 		},
 		{
 			name: "nest without a seq",

@@ -10,7 +10,7 @@ import (
 // header and payload, which the reply carries back. The payload attribute is
 // always sent, so an empty payload comes back as an empty, non-nil one.
 func EncodeEcho(payload []byte) ([]byte, error) {
-	if err := checkPayload(payload); err != nil {
+	if err := CheckPayload(payload); err != nil {
 		return nil, err
 	}
 	b := newBody(attrLen(len(payload)))
@@ -22,10 +22,10 @@ func EncodeEcho(payload []byte) ([]byte, error) {
 // or an oversized payload too; checking here gives the caller the error
 // without a round trip.
 func EncodePublish(group uint32, payload []byte) ([]byte, error) {
-	if err := checkGroup(group); err != nil {
+	if err := CheckGroup(group); err != nil {
 		return nil, err
 	}
-	if err := checkPayload(payload); err != nil {
+	if err := CheckPayload(payload); err != nil {
 		return nil, err
 	}
 	b := newBody(attrLen(4) + attrLen(len(payload)))
@@ -59,18 +59,4 @@ func encode(fn func(ae *netlink.AttributeEncoder)) ([]byte, error) {
 	}
 	b, _ := Header{Version: Version}.AppendBinary(make([]byte, 0, HeaderLen+len(attrs)))
 	return append(b, attrs...), nil
-}
-
-func checkGroup(group uint32) error {
-	if group < 1 || group > Groups {
-		return fmt.Errorf("%w: %d, want 1..%d", ErrGroupRange, group, Groups)
-	}
-	return nil
-}
-
-func checkPayload(payload []byte) error {
-	if len(payload) > PayloadMax {
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrPayloadTooLarge, len(payload), PayloadMax)
-	}
-	return nil
 }

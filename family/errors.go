@@ -24,10 +24,12 @@ var (
 	// ErrUnknownType: a received message has a type this package does not
 	// know.
 	ErrUnknownType = errors.New("nsbroker: unknown message type")
-	// ErrGroupRange: a multicast group outside 1..Groups.
-	ErrGroupRange = errors.New("nsbroker: group out of range")
-	// ErrPayloadTooLarge: a payload longer than PayloadMax.
-	ErrPayloadTooLarge = errors.New("nsbroker: payload too large")
+	// ErrGroupRange: a multicast group outside 1..Groups
+	// (GroupRangeError).
+	ErrGroupRange = errors.New("group out of range")
+	// ErrPayloadTooLarge: a payload longer than PayloadMax
+	// (PayloadSizeError).
+	ErrPayloadTooLarge = errors.New("payload too large")
 
 	// ErrDropped is the error (ENOBUFS) with which a receive reports that
 	// the socket's receive buffer overflowed and messages were lost:
@@ -44,6 +46,36 @@ var (
 	// socket stays usable.
 	ErrForged = errors.New("nsbroker: datagram not sent by the kernel")
 )
+
+// GroupRangeError is the one error for a multicast group outside
+// 1..Groups, whichever request or reply names it: what a client sees for
+// such a group is this text, from every rpc. It matches ErrGroupRange.
+func GroupRangeError(group uint32) error {
+	return fmt.Errorf("%w: %d, want 1..%d", ErrGroupRange, group, Groups)
+}
+
+// CheckGroup returns GroupRangeError for a group outside 1..Groups.
+func CheckGroup(group uint32) error {
+	if group < 1 || group > Groups {
+		return GroupRangeError(group)
+	}
+	return nil
+}
+
+// PayloadSizeError is the one error for a payload of n bytes, more than
+// PayloadMax, whichever request carries it: what a client sees for such a
+// payload is this text, from every rpc. It matches ErrPayloadTooLarge.
+func PayloadSizeError(n int) error {
+	return fmt.Errorf("%w: %d bytes, at most %d", ErrPayloadTooLarge, n, PayloadMax)
+}
+
+// CheckPayload returns PayloadSizeError for a payload over PayloadMax.
+func CheckPayload(payload []byte) error {
+	if len(payload) > PayloadMax {
+		return PayloadSizeError(len(payload))
+	}
+	return nil
+}
 
 // Error is a request the module rejected: the errno of its NLMSG_ERROR
 // reply and the extended acknowledgement that explains it. It unwraps to

@@ -21,7 +21,7 @@ type Env interface {
 	CreateNamespace(name string) error
 	DeleteNamespace(name string) error
 	// Inode reads the named namespace's inode from the namespace itself.
-	Inode(name string) (uint32, error)
+	Inode(name string) (uint64, error)
 	// Kernel is the module as seen from the checker's own namespace, for
 	// the NETLINK_LISTEN_ALL_NSID probes; nil if they cannot run.
 	Kernel() Kernel
@@ -31,7 +31,7 @@ type Env interface {
 // network namespace.
 type Kernel interface {
 	// Inode is the inode of the checker's namespace.
-	Inode() uint32
+	Inode() uint64
 	// Listen opens a socket to the module in the checker's namespace, sets
 	// NETLINK_LISTEN_ALL_NSID on it and joins group. If unprivileged, the
 	// socket is opened by an unprivileged user (and configured by the
@@ -60,7 +60,7 @@ type ListenedEvent struct {
 	Group uint32
 	Seq   uint64
 	// Inode is the event's NSB_A_NETNS_INUM: where it was published.
-	Inode   uint32
+	Inode   uint64
 	Payload string
 	// Nsid is the NETLINK_LISTEN_ALL_NSID control message the kernel
 	// attaches to events from other namespaces; HasNsid is false when

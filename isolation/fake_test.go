@@ -49,8 +49,8 @@ type fakeDaemon struct {
 	f  faults
 	mu sync.Mutex
 	// The "kernel": namespaces that exist, by name, their inodes, nsids.
-	inodes    map[string]uint32
-	nextInode uint32
+	inodes    map[string]uint64
+	nextInode uint64
 	nsids     map[string]int32
 	listeners []*fakeListener
 	initSeq   map[uint32]uint64
@@ -60,7 +60,7 @@ type fakeDaemon struct {
 
 type fakeNS struct {
 	name  string
-	inode uint32
+	inode uint64
 	seq   map[uint32]uint64
 	subs  map[*fakeSub]bool
 	held  map[uint32]*nsbrokerv1.Event // events delayed by swapSeq, per group
@@ -72,7 +72,7 @@ type fakeSub struct {
 }
 
 func newFakeDaemon(f faults) *fakeDaemon {
-	return &fakeDaemon{f: f, inodes: map[string]uint32{}, nextInode: 4026532000,
+	return &fakeDaemon{f: f, inodes: map[string]uint64{}, nextInode: 4026532000,
 		nsids: map[string]int32{}, initSeq: map[uint32]uint64{}, attached: map[string]*fakeNS{}}
 }
 
@@ -109,7 +109,7 @@ func (s *server) lookup(name string) (*fakeNS, error) {
 }
 
 func (s *server) describe(ns *fakeNS) *nsbrokerv1.Namespace {
-	return &nsbrokerv1.Namespace{Name: ns.name, Inode: uint64(ns.inode), Cookie: uint64(ns.inode) + 1,
+	return &nsbrokerv1.Namespace{Name: ns.name, Inode: ns.inode, Cookie: ns.inode + 1,
 		State: nsbrokerv1.NamespaceState_NAMESPACE_STATE_READY, Subscribers: uint32(len(ns.subs))}
 }
 
@@ -348,7 +348,7 @@ func (d *fakeDaemon) kernelMulticast(ns *fakeNS, ev *nsbrokerv1.Event) {
 
 type fakeKernel struct{ d *fakeDaemon }
 
-func (k fakeKernel) Inode() uint32 { return initInode }
+func (k fakeKernel) Inode() uint64 { return initInode }
 
 func (k fakeKernel) Listen(group uint32, unprivileged bool) (Listener, error) {
 	l := &fakeListener{d: k.d, group: group, unprivileged: unprivileged, ch: make(chan ListenedEvent, 64)}
@@ -454,7 +454,7 @@ func (e *fakeEnv) DeleteNamespace(name string) error {
 	return nil
 }
 
-func (e *fakeEnv) Inode(name string) (uint32, error) {
+func (e *fakeEnv) Inode(name string) (uint64, error) {
 	e.d.mu.Lock()
 	defer e.d.mu.Unlock()
 	inode, ok := e.d.inodes[name]

@@ -102,13 +102,13 @@ func (e *HostEnv) CreateNamespace(name string) error {
 func (e *HostEnv) DeleteNamespace(name string) error { return nsmgr.DeleteNamed(name) }
 
 // Inode implements Env.
-func (e *HostEnv) Inode(name string) (uint32, error) {
+func (e *HostEnv) Inode(name string) (uint64, error) {
 	ns, err := nsmgr.Open(nsmgr.Ref{Name: name})
 	if err != nil {
 		return 0, err
 	}
 	defer ns.Close()
-	return ns.Inode(), nil
+	return uint64(ns.Inode()), nil
 }
 
 // Tenant implements Env: it connects to the local socket from inside the

@@ -47,7 +47,7 @@ func startDaemon(t *testing.T, withModule bool) HostConfig {
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if !withModule {
 		k := brokertest.NewKernel()
-		cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleLoaded: k.Loaded, Dial: k.Dial,
+		cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleIdentity: k.Identity, Dial: k.Dial,
 			RetryInterval: 10 * time.Millisecond}
 	}
 	ready := make(chan daemon.Addrs, 1)
@@ -266,7 +266,7 @@ func TestIntegrationListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	seq, p, u := round("after", "fence 2")
-	want := ListenedEvent{Group: group, Seq: seq, Inode: ns.Inode(), Payload: "after", Nsid: nsid, HasNsid: true}
+	want := ListenedEvent{Group: group, Seq: seq, Inode: uint64(ns.Inode()), Payload: "after", Nsid: nsid, HasNsid: true}
 	if len(p) != 1 || p[0] != want {
 		t.Errorf("with nsid %d: privileged listener got %+v, want [%+v]", nsid, p, want)
 	}

@@ -21,7 +21,7 @@ import (
 // hostKernel is the module and the nsid table of the checker's namespace.
 type hostKernel struct {
 	unit  int
-	inode uint32
+	inode uint64
 }
 
 func newHostKernel() (*hostKernel, error) {
@@ -38,7 +38,7 @@ func newHostKernel() (*hostKernel, error) {
 		return nil, err
 	}
 	defer here.Close()
-	return &hostKernel{unit: unit, inode: here.Inode()}, nil
+	return &hostKernel{unit: unit, inode: uint64(here.Inode())}, nil
 }
 
 func trimSpace(b []byte) []byte {
@@ -49,7 +49,7 @@ func trimSpace(b []byte) []byte {
 }
 
 // Inode implements Kernel.
-func (k *hostKernel) Inode() uint32 { return k.inode }
+func (k *hostKernel) Inode() uint64 { return k.inode }
 
 // Publish implements Kernel.
 func (k *hostKernel) Publish(group uint32, payload []byte) (uint64, error) {
@@ -140,7 +140,7 @@ func (l *rawListener) Next(ctx context.Context) (ListenedEvent, error) {
 				return ListenedEvent{}, err
 			}
 			l.pending = append(l.pending, ListenedEvent{
-				Group: ev.Group, Seq: ev.Seq, Inode: ev.NetnsInum, Payload: string(ev.Payload),
+				Group: ev.Group, Seq: ev.Seq, Inode: uint64(ev.NetnsInum), Payload: string(ev.Payload),
 				Nsid: nsid, HasNsid: has,
 			})
 		}

@@ -38,7 +38,7 @@ func Run(ctx context.Context, cfg *Config, env Env) (*Report, error) {
 		admin:   env.Admin(),
 		run:     newRunID(),
 		tenants: make(map[string]nsbrokerv1.BrokerClient),
-		inode:   make(map[string]uint32),
+		inode:   make(map[string]uint64),
 	}
 	ch.report = &Report{
 		Run: ch.run, Started: time.Now(), Daemon: c.Daemon, Messages: c.Messages,
@@ -66,7 +66,7 @@ type checker struct {
 	attached []string // namespaces this check attached
 	closers  []io.Closer
 	tenants  map[string]nsbrokerv1.BrokerClient
-	inode    map[string]uint32
+	inode    map[string]uint64
 }
 
 func newRunID() string {
@@ -185,7 +185,7 @@ func (ch *checker) waitReady(ctx context.Context) error {
 			}
 			if got.GetState() == nsbrokerv1.NamespaceState_NAMESPACE_STATE_READY {
 				ns.Cookie = got.GetCookie()
-				if got.GetInode() != uint64(ns.Inode) {
+				if got.GetInode() != ns.Inode {
 					return fmt.Errorf("the daemon has %s as inode %d, but the namespace is inode %d", ns.Name, got.GetInode(), ns.Inode)
 				}
 				break

@@ -12,12 +12,12 @@ type Namespace struct {
 	Name string `json:"name"`
 	// Inode is the namespace's inode, read by the checker from the
 	// namespace itself (not from the daemon).
-	Inode uint32 `json:"inode"`
+	Inode uint64 `json:"inode"`
 	// Cookie is the namespace's cookie as the daemon reported it.
 	Cookie uint64 `json:"cookie,omitempty"`
 	// EchoInode is the inode the module reported when the namespace's
 	// tenant sent an echo through its local socket.
-	EchoInode uint32 `json:"echo_inode,omitempty"`
+	EchoInode uint64 `json:"echo_inode,omitempty"`
 }
 
 // Publication is one publish the daemon acknowledged.
@@ -42,7 +42,7 @@ type Item struct {
 	// Seq, Inode (NSB_A_NETNS_INUM, from the kernel) and Payload of an
 	// event.
 	Seq     uint64 `json:"seq,omitempty"`
-	Inode   uint32 `json:"inode,omitempty"`
+	Inode   uint64 `json:"inode,omitempty"`
 	Payload string `json:"payload,omitempty"`
 	// From, To and Reason of a gap.
 	From   uint64 `json:"from,omitempty"`
@@ -114,7 +114,7 @@ type Cell struct {
 // Row is one namespace's publications to one group and where they went.
 type Row struct {
 	Publisher string `json:"publisher"`
-	Inode     uint32 `json:"inode"`
+	Inode     uint64 `json:"inode"`
 	Group     uint32 `json:"group"`
 	// Published are the sequence numbers the publish replies carried.
 	Published []uint64 `json:"published"`
@@ -147,7 +147,7 @@ func Judge(namespaces []Namespace, pubs []Publication, subs []Subscription) Judg
 	for i := range pubs {
 		byPayload[pubs[i].Payload] = &pubs[i]
 	}
-	inode := make(map[string]uint32, len(namespaces))
+	inode := make(map[string]uint64, len(namespaces))
 	for _, ns := range namespaces {
 		inode[ns.Name] = ns.Inode
 	}
@@ -228,7 +228,7 @@ type leakKey struct {
 }
 
 func judgeSubscription(s Subscription, pubs []Publication, byPayload map[string]*Publication,
-	inode map[string]uint32, m *matrix) []Problem {
+	inode map[string]uint64, m *matrix) []Problem {
 	var (
 		problems   []Problem
 		leaks      = map[leakKey][]uint64{}

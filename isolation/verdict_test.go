@@ -26,7 +26,7 @@ var (
 
 // ev is the event the fake world delivers for ns's publish seq.
 func ev(ns string, seq uint64) Item {
-	inode := map[string]uint32{"red": 1001, "green": 1002}[ns]
+	inode := map[string]uint64{"red": 1001, "green": 1002}[ns]
 	return Item{Namespace: ns, Group: 1, Seq: seq, Inode: inode, Payload: fmt.Sprintf("%s/1/%d", ns, seq)}
 }
 

@@ -54,7 +54,7 @@ bench:
 		echo "bench: boot $$i of $(BENCH_BOOTS)"; \
 		( while :; do echo "$$(date +%s) $$(cat /proc/loadavg) $$(pgrep -c qemu-system)"; sleep $(BENCH_LOAD_EVERY); done ) \
 			>$(BENCH_BUILD)/load-$$i.txt & sampler=$$!; \
-		$(MAKE) --no-print-directory vmtest VM_PKGS=./bench VM_BINS= VM_EXTRA= VM_CMD= \
+		$(MAKE) --no-print-directory vmtest VM_PKGS=./bench VM_BINS= VM_GO_INSTALL= VM_EXTRA= VM_CMD= \
 			VM_RUN='^TestIntegrationBench$$' VM_VERBOSE=1 QEMU_MEM=$(BENCH_MEM) \
 			VM_KERNEL_ARGS='$(BENCH_KERNEL_ARGS)' \
 			VM_BUILD=$(BENCH_BUILD)/vm VM_TEST_TIMEOUT=$(BENCH_TIMEOUT) VM_TIMEOUT=$(BENCH_TIMEOUT) \

@@ -59,6 +59,7 @@ fuzzmodule: override KERNEL_IMAGE = $(DEBUG_KERNEL_IMAGE)
 fuzzmodule: override KDIR = $(DEBUG_KDIR)
 fuzzmodule: override VM_PKGS = ./test/netns/nlfuzz
 fuzzmodule: override VM_BINS =
+fuzzmodule: override VM_GO_INSTALL =
 fuzzmodule: override VM_TESTARGS = -nlfuzz.messages=$(FUZZ_MESSAGES) \
 	$(if $(FUZZ_SEED),-nlfuzz.seed=$(FUZZ_SEED)) $(FUZZ_ARGS)
 fuzzmodule: VM_TEST_TIMEOUT = $(FUZZ_TEST_TIMEOUT)

@@ -8,10 +8,15 @@
 
 # Go packages whose tests run in the guest, in this order. Missing packages
 # and packages without test files are skipped with a note.
-VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./isolation ./test/netns/cni ./test/netns/fault ./test/netns/abuse
+VM_PKGS ?= ./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./test/netns/docs ./isolation ./test/netns/cni ./test/netns/fault ./test/netns/abuse
 # Commands built static and installed in the guest at /usr/local/bin (on
 # PATH for the tests and VM_CMD). Missing packages are skipped with a note.
 VM_BINS ?= ./cmd/nsbrokerd ./cmd/nsbrokerctl ./cmd/nsbroker-isolation-check ./cmd/nsbroker-cni
+# Commands of other modules, `go install`ed static at a pinned version (from
+# the Go module proxy) into the guest's /usr/local/bin beside VM_BINS.
+# grpcurl runs the documented grpcurl commands (test/netns/docs).
+GRPCURL_VERSION ?= v1.9.3
+VM_GO_INSTALL ?= github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 # -test.run pattern, and more flags for every test binary.
 VM_RUN ?= ^TestIntegration
 VM_TESTARGS ?=
@@ -43,7 +48,7 @@ QEMU_SMP ?= 2
 VM_KERNEL_ARGS ?=
 
 VM_SCRIPT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../test/netns/vm/vmtest.sh)
-VM_SETTINGS := VM_PKGS VM_BINS VM_RUN VM_TESTARGS VM_EXTRA VM_CMD VM_TIMEOUT \
+VM_SETTINGS := VM_PKGS VM_BINS VM_GO_INSTALL VM_RUN VM_TESTARGS VM_EXTRA VM_CMD VM_TIMEOUT \
 	VM_TEST_TIMEOUT VM_VERBOSE VM_KLOG_IGNORE VM_KMOD_DIR VM_KMOD_ARGS \
 	VM_BUILD KERNEL_IMAGE KDIR QEMU_MEM QEMU_SMP VM_KERNEL_ARGS
 

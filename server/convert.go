@@ -90,7 +90,7 @@ func eventToProto(ev broker.Event) *nsbrokerv1.SubscribeResponse {
 		Group:        m.Group,
 		Seq:          m.Seq,
 		Payload:      m.Payload,
-		NetnsInode:   m.NetnsInum,
+		NetnsInode:   uint64(m.NetnsInum),
 		SenderPortid: m.SenderPortID,
 		Timestamp:    timestamp(m.Timestamp),
 		Epoch:        ev.Epoch,

@@ -55,7 +55,7 @@ func newEnv(t *testing.T, cfg *Config) *env {
 	e := &env{
 		t:     t,
 		k:     k,
-		b:     broker.New(&broker.Config{Unit: family.DefaultUnit, ModuleLoaded: k.Loaded, Dial: k.Dial, RetryInterval: 10 * time.Millisecond}),
+		b:     broker.New(&broker.Config{Unit: family.DefaultUnit, ModuleIdentity: k.Identity, Dial: k.Dial, RetryInterval: 10 * time.Millisecond}),
 		pki:   newPKI(t),
 		ns:    map[string]*nsmgr.Namespace{},
 		names: map[string]string{},
@@ -240,4 +240,31 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// subscribe subscribes the broker itself, beside the server, to groups of
+// a namespace: a goroutine reads the subscription into the channel, which
+// is closed at the end (after a KindEnd event, or once ctx is cancelled).
+func (e *env) subscribe(ctx context.Context, name string, groups []uint32) (<-chan broker.Event, error) {
+	sub, err := e.b.NewSubscription(ctx, name, groups, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan broker.Event)
+	go func() {
+		defer close(out)
+		defer sub.Close()
+		for {
+			ev, ok := sub.Next()
+			if !ok {
+				return
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
 }

@@ -51,7 +51,7 @@ func TestIntegrationErrorMapping(t *testing.T) {
 		for {
 			r, err := admin.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: name, Payload: []byte("back")})
 			if err == nil {
-				if r.NetnsInode != ns.Inode() {
+				if r.NetnsInode != uint64(ns.Inode()) {
 					t.Fatalf("Echo after the module came: inode got %d, want %d", r.NetnsInode, ns.Inode())
 				}
 				break
@@ -177,7 +177,7 @@ func TestIntegrationEmptyNamespaceNeedsOneNamespace(t *testing.T) {
 	_, err := e.tlsClient(e.pki.client("duo")).Echo(ctx, &nsbrokerv1.EchoRequest{})
 	wantStatus(t, "Echo() by a tenant of two namespaces", err, codes.InvalidArgument, "namespace is required")
 	r, err := e.tlsClient(e.pki.client("duo")).Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: e.names["A"]})
-	if err != nil || r.NetnsInode != e.inode("A") {
+	if err != nil || r.NetnsInode != uint64(e.inode("A")) {
 		t.Fatalf("Echo(A) by a tenant of A: got %v (%v), want inode %d", r, err, e.inode("A"))
 	}
 }
@@ -190,7 +190,7 @@ func TestIntegrationTenantMapReload(t *testing.T) {
 	wantStatus(t, "Echo by an unmapped certificate", err, codes.Unavailable, "")
 	e.setTenants(cnMap{"newcomer": {e.names["B"]}})
 	r, err := e.tlsClient(e.pki.client("newcomer")).Echo(ctx, &nsbrokerv1.EchoRequest{})
-	if err != nil || r.NetnsInode != e.inode("B") {
+	if err != nil || r.NetnsInode != uint64(e.inode("B")) {
 		t.Fatalf("Echo() after the reload: got %v (%v), want inode %d", r, err, e.inode("B"))
 	}
 }
@@ -417,7 +417,7 @@ func TestIntegrationPublishRate(t *testing.T) {
 
 	// PublishStream spends the same tokens, per message: tenant B's third
 	// message fails the stream, and the first two stay published.
-	sub, err := e.b.Subscribe(ctx, e.names["B"], []uint32{1})
+	sub, err := e.subscribe(ctx, e.names["B"], []uint32{1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -312,7 +312,7 @@ func runEcho(t *testing.T, e *env, p principal, target string) error {
 		return err
 	}
 	want := answering(p, target)
-	if r.NetnsInode != e.inode(want) || string(r.Payload) != string(payload) {
+	if r.NetnsInode != uint64(e.inode(want)) || string(r.Payload) != string(payload) {
 		t.Errorf("Echo: got inode %d payload %q, want inode %d (%s) payload %q", r.NetnsInode, r.Payload, e.inode(want), want, payload)
 	}
 	return nil
@@ -330,7 +330,7 @@ func publishProbe(t *testing.T, e *env, publish func() (target string, payloads 
 	defer cancel()
 	subs := map[string]<-chan broker.Event{}
 	for _, label := range []string{"A", "B"} {
-		ch, err := e.b.Subscribe(ctx, e.names[label], []uint32{matrixGroup})
+		ch, err := e.subscribe(ctx, e.names[label], []uint32{matrixGroup})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,10 +426,10 @@ func runSubscribe(t *testing.T, e *env, p principal, target string) error {
 		// subscribers), so an event published to the target before this
 		// subscription, by an earlier case, may still be on its way to
 		// it: the target's own, and older.
-		if ev != nil && ev.NetnsInode == e.inode(want) && ev.Namespace == e.names[want] && ev.Seq < seq && string(ev.Payload) == "elsewhere" {
+		if ev != nil && ev.NetnsInode == uint64(e.inode(want)) && ev.Namespace == e.names[want] && ev.Seq < seq && string(ev.Payload) == "elsewhere" {
 			continue
 		}
-		if ev == nil || ev.NetnsInode != e.inode(want) || ev.Namespace != e.names[want] || ev.Seq != seq || string(ev.Payload) != "here" {
+		if ev == nil || ev.NetnsInode != uint64(e.inode(want)) || ev.Namespace != e.names[want] || ev.Seq != seq || string(ev.Payload) != "here" {
 			t.Errorf("Subscribe: got %v, want event %q seq %d from %s inode %d", r, "here", seq, e.names[want], e.inode(want))
 		}
 		return nil

@@ -37,7 +37,7 @@ var nameCalls = map[string]nameCall{
 	},
 	"Echo": func(t *testing.T, e *env, c nsbrokerv1.BrokerClient, name string) error {
 		r, err := c.Echo(testContext(t), &nsbrokerv1.EchoRequest{Namespace: name, Payload: []byte("bound")})
-		if err == nil && r.NetnsInode != attachedInode(t, e, name) {
+		if err == nil && r.NetnsInode != uint64(attachedInode(t, e, name)) {
 			t.Errorf("Echo: answered by inode %d, want %d", r.NetnsInode, attachedInode(t, e, name))
 		}
 		return err

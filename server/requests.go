@@ -21,7 +21,7 @@ func (s *Server) Echo(ctx context.Context, req *nsbrokerv1.EchoRequest) (*nsbrok
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return &nsbrokerv1.EchoResponse{Payload: r.Payload, NetnsInode: r.NetnsInum, NetnsCookie: r.NetnsCookie}, nil
+	return &nsbrokerv1.EchoResponse{Payload: r.Payload, NetnsInode: uint64(r.NetnsInum), NetnsCookie: r.NetnsCookie}, nil
 }
 
 // Publish multicasts a payload to a group of a namespace.

@@ -29,11 +29,12 @@ type Server struct {
 	budget      *Budget
 	localSocket LocalSocketFunc
 	localWatch  localWatchers
+	events      *eventCache // messages in wire form, shared by their streams
 }
 
 // New returns a Server over b. A nil cfg means defaults.
 func New(b *broker.Broker, cfg *Config) *Server {
-	s := &Server{b: b}
+	s := &Server{b: b, events: new(eventCache)}
 	if cfg != nil {
 		s.budget = cfg.Budget
 		s.localSocket = cfg.LocalSocket

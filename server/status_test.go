@@ -35,7 +35,7 @@ func TestToStatus(t *testing.T) {
 		{"detached", op("echo", broker.ErrDetached), codes.Aborted, "…namespace detached"},
 		{"gone", op("subscribe", fmt.Errorf("%w: /run/netns/red removed", broker.ErrNamespaceGone)), codes.Aborted, "…red removed"},
 		{"closed", op("echo", broker.ErrClosed), codes.Unavailable, "server shutting down"},
-		{"invalid", op("publish", fmt.Errorf("%w: group 33 outside 1..32", broker.ErrInvalid)), codes.InvalidArgument, "…group 33 outside 1..32"},
+		{"invalid", op("publish", fmt.Errorf("%w: %w", broker.ErrInvalid, family.GroupRangeError(33))), codes.InvalidArgument, `publish "red": invalid argument: group out of range: 33, want 1..32`},
 		{"reply lost", op("publish", broker.ErrReplyLost), codes.Aborted, "…may have taken effect"},
 		{"watch overflow", broker.ErrWatchOverflow, codes.Aborted, "…read too slowly"},
 		{"kernel EINVAL", kernel(unix.EINVAL, "group out of range"), codes.InvalidArgument, `publish "red": invalid argument: group out of range`},

@@ -44,7 +44,7 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 		case broker.KindMessage:
 			// Converted once for all the streams of this event; each
 			// stream only marshals it.
-			err = stream.Send(ev.Shared(sharedEventToProto).(*nsbrokerv1.SubscribeResponse))
+			err = stream.Send(s.events.response(ev))
 		case broker.KindGap:
 			err = stream.Send(gapToProto(ev))
 		case broker.KindEnd:
@@ -69,10 +69,6 @@ func resumePointsFromProto(in []*nsbrokerv1.ResumePoint) []broker.ResumePoint {
 	}
 	return out
 }
-
-// sharedEventToProto is eventToProto for broker.Event.Shared: the result
-// is sent, read-only, on every stream of the event.
-func sharedEventToProto(ev broker.Event) any { return eventToProto(ev) }
 
 // subscriptionEnd is the status a subscription the broker ended ends its
 // stream with.

@@ -49,7 +49,7 @@ func TestIntegrationSubscribeEventsAndGaps(t *testing.T) {
 
 	event := func(group uint32, seq uint64, payload string) *nsbrokerv1.SubscribeResponse {
 		return &nsbrokerv1.SubscribeResponse{Item: &nsbrokerv1.SubscribeResponse_Event{Event: &nsbrokerv1.Event{
-			Namespace: name, Group: group, Seq: seq, Payload: []byte(payload), NetnsInode: inode, Epoch: 1, Instance: 1}}}
+			Namespace: name, Group: group, Seq: seq, Payload: []byte(payload), NetnsInode: uint64(inode), Epoch: 1, Instance: 1}}}
 	}
 	want := []*nsbrokerv1.SubscribeResponse{
 		event(1, 1, "one"),
@@ -134,7 +134,7 @@ func TestIntegrationLocalTenantPinnedToItsNamespace(t *testing.T) {
 	ctx := context.Background()
 	tenant := e.localClient("A")
 	name := e.names["A"]
-	if r, err := tenant.Echo(testContext(t), &nsbrokerv1.EchoRequest{}); err != nil || r.NetnsInode != e.inode("A") {
+	if r, err := tenant.Echo(testContext(t), &nsbrokerv1.EchoRequest{}); err != nil || r.NetnsInode != uint64(e.inode("A")) {
 		t.Fatalf("Echo(): got %v (%v), want inode %d", r, err, e.inode("A"))
 	}
 	if err := e.b.Detach(name); err != nil {
@@ -153,7 +153,7 @@ func TestIntegrationLocalTenantPinnedToItsNamespace(t *testing.T) {
 	if l, err := tenant.ListNamespaces(testContext(t), &nsbrokerv1.ListNamespacesRequest{}); err != nil || len(l.Namespaces) != 0 {
 		t.Fatalf("ListNamespaces: got %v (%v), want none", l, err)
 	}
-	if r, err := e.adminClient().Echo(testContext(t), &nsbrokerv1.EchoRequest{Namespace: name}); err != nil || r.NetnsInode != ns.Inode() {
+	if r, err := e.adminClient().Echo(testContext(t), &nsbrokerv1.EchoRequest{Namespace: name}); err != nil || r.NetnsInode != uint64(ns.Inode()) {
 		t.Fatalf("admin Echo(%s): got %v (%v), want inode %d", name, r, err, ns.Inode())
 	}
 }

@@ -46,7 +46,7 @@ func Start(t testing.TB) *Daemon {
 	cfg.LocalSocket = ""
 	cfg.StateFile = ""
 	cfg.ShutdownTimeout = Timeout / 2
-	cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleLoaded: k.Loaded, Dial: k.Dial,
+	cfg.BrokerConfig = &broker.Config{Unit: family.DefaultUnit, ModuleIdentity: k.Identity, Dial: k.Dial,
 		RetryInterval: 10 * time.Millisecond}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ready := make(chan struct{})

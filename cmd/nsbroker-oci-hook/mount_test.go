@@ -35,13 +35,13 @@ const (
 // seen is what a process in the container reports.
 type seen struct {
 	Netns   uint64 // its network namespace's inode
-	Echo    uint32 // the namespace that answered its Echo through the socket
+	Echo    uint64 // the namespace that answered its Echo through the socket
 	Options string // the socket directory's mount options
 }
 
 // echoInode echoes through the filesystem socket at path and returns
 // the inode of the namespace that answered.
-func echoInode(path string) (uint32, error) {
+func echoInode(path string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c, err := client.New(ctx, &client.Config{Endpoint: client.Socket(path)})

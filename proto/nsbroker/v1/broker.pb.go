@@ -403,6 +403,8 @@ type Namespace struct {
 	// How it was attached.
 	Ref *NamespaceRef `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
 	// Identity: the nsfs device and inode, and the kernel's net cookie.
+	// A namespace inode is uint64 in every message (here, in EchoResponse
+	// and in Event), the width of st_ino.
 	Dev    uint64 `protobuf:"varint,3,opt,name=dev,proto3" json:"dev,omitempty"`
 	Inode  uint64 `protobuf:"varint,4,opt,name=inode,proto3" json:"inode,omitempty"`
 	Cookie uint64 `protobuf:"varint,5,opt,name=cookie,proto3" json:"cookie,omitempty"`
@@ -1184,7 +1186,10 @@ type EchoResponse struct {
 	// The payload, as sent.
 	Payload []byte `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
 	// Inode and cookie of the namespace whose kernel socket answered.
-	NetnsInode    uint32 `protobuf:"varint,2,opt,name=netns_inode,json=netnsInode,proto3" json:"netns_inode,omitempty"`
+	// netns_inode was uint32 before; both are varints on the wire, so an
+	// inode below 2^32 (every one the kernel gives today) encodes alike and
+	// old and new peers read each other's messages.
+	NetnsInode    uint64 `protobuf:"varint,2,opt,name=netns_inode,json=netnsInode,proto3" json:"netns_inode,omitempty"`
 	NetnsCookie   uint64 `protobuf:"varint,3,opt,name=netns_cookie,json=netnsCookie,proto3" json:"netns_cookie,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1227,7 +1232,7 @@ func (x *EchoResponse) GetPayload() []byte {
 	return nil
 }
 
-func (x *EchoResponse) GetNetnsInode() uint32 {
+func (x *EchoResponse) GetNetnsInode() uint64 {
 	if x != nil {
 		return x.NetnsInode
 	}
@@ -1658,8 +1663,10 @@ type Event struct {
 	Seq   uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
 	// The payload.
 	Payload []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
-	// Inode of the namespace, from the kernel.
-	NetnsInode uint32 `protobuf:"varint,5,opt,name=netns_inode,json=netnsInode,proto3" json:"netns_inode,omitempty"`
+	// Inode of the namespace, from the kernel. uint64 like every namespace
+	// inode of the API; it was uint32 before, which is the same varint on
+	// the wire for an inode below 2^32 (every one the kernel gives today).
+	NetnsInode uint64 `protobuf:"varint,5,opt,name=netns_inode,json=netnsInode,proto3" json:"netns_inode,omitempty"`
 	// Netlink port id of the publishing socket.
 	SenderPortid uint32 `protobuf:"varint,6,opt,name=sender_portid,json=senderPortid,proto3" json:"sender_portid,omitempty"`
 	// When it was published (kernel CLOCK_REALTIME).
@@ -1734,7 +1741,7 @@ func (x *Event) GetPayload() []byte {
 	return nil
 }
 
-func (x *Event) GetNetnsInode() uint32 {
+func (x *Event) GetNetnsInode() uint64 {
 	if x != nil {
 		return x.NetnsInode
 	}
@@ -2453,7 +2460,7 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\apayload\x18\x02 \x01(\fR\apayload\"l\n" +
 	"\fEchoResponse\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12\x1f\n" +
-	"\vnetns_inode\x18\x02 \x01(\rR\n" +
+	"\vnetns_inode\x18\x02 \x01(\x04R\n" +
 	"netnsInode\x12!\n" +
 	"\fnetns_cookie\x18\x03 \x01(\x04R\vnetnsCookie\"^\n" +
 	"\x0ePublishRequest\x12\x1c\n" +
@@ -2487,7 +2494,7 @@ const file_nsbroker_v1_broker_proto_rawDesc = "" +
 	"\x05group\x18\x02 \x01(\rR\x05group\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1f\n" +
-	"\vnetns_inode\x18\x05 \x01(\rR\n" +
+	"\vnetns_inode\x18\x05 \x01(\x04R\n" +
 	"netnsInode\x12#\n" +
 	"\rsender_portid\x18\x06 \x01(\rR\fsenderPortid\x128\n" +
 	"\ttimestamp\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x14\n" +

@@ -168,7 +168,7 @@ func TestIntegrationCNI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Echo from inside the namespace: %v", err)
 	}
-	if string(echo.GetPayload()) != "hello from "+name || echo.GetNetnsInode() != ns.Inode() {
+	if string(echo.GetPayload()) != "hello from "+name || echo.GetNetnsInode() != uint64(ns.Inode()) {
 		t.Errorf("Echo = %q from net:[%d], want %q from net:[%d]", echo.GetPayload(), echo.GetNetnsInode(), "hello from "+name, ns.Inode())
 	}
 

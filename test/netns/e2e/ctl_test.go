@@ -119,15 +119,15 @@ func TestIntegrationCtlTenantView(t *testing.T) {
 
 	var echo struct {
 		Payload    []byte `json:"payload"`
-		NetnsInode uint32 `json:"netns_inode"`
+		NetnsInode uint64 `json:"netns_inode"`
 	}
 	mustJSON(t, local("echo", "--json", "hello"), &echo)
-	if string(echo.Payload) != "hello" || echo.NetnsInode != a.inode {
+	if string(echo.Payload) != "hello" || echo.NetnsInode != uint64(a.inode) {
 		t.Errorf("tenant echo: got payload %q inode %d, want \"hello\" %d", echo.Payload, echo.NetnsInode, a.inode)
 	}
 	// The admin reaches any namespace by name.
 	mustJSON(t, d.ctl(t, "echo", "--json", "--namespace", b.name, "hi"), &echo)
-	if echo.NetnsInode != b.inode {
+	if echo.NetnsInode != uint64(b.inode) {
 		t.Errorf("admin echo in %s: answered by inode %d, want %d", b.name, echo.NetnsInode, b.inode)
 	}
 
@@ -219,10 +219,10 @@ func TestIntegrationAttachByName(t *testing.T) {
 	_, conn := d.client(t)
 	waitServing(t, conn, name)
 	var echo struct {
-		NetnsInode uint32 `json:"netns_inode"`
+		NetnsInode uint64 `json:"netns_inode"`
 	}
 	mustJSON(t, runCtl(t, name, "", "--local", "echo", "--json", "x"), &echo)
-	if echo.NetnsInode != inode {
+	if echo.NetnsInode != uint64(inode) {
 		t.Errorf("tenant echo in %s: answered by inode %d, want %d", name, echo.NetnsInode, inode)
 	}
 	if r := d.ctl(t, "ns", "detach", name); r.code != 0 {
@@ -282,10 +282,10 @@ func TestIntegrationAttachMany(t *testing.T) {
 	for _, name := range names {
 		waitServing(t, conn, name)
 		var echo struct {
-			NetnsInode uint32 `json:"netns_inode"`
+			NetnsInode uint64 `json:"netns_inode"`
 		}
 		mustJSON(t, runCtl(t, name, "", "--local", "echo", "--json", "x"), &echo)
-		if echo.NetnsInode != inodes[name] {
+		if echo.NetnsInode != uint64(inodes[name]) {
 			t.Errorf("tenant echo in %s: answered by inode %d, want %d", name, echo.NetnsInode, inodes[name])
 		}
 	}

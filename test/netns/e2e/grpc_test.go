@@ -35,11 +35,11 @@ func TestIntegrationGRPCTenant(t *testing.T) {
 	defer cancel()
 
 	echo, err := tenant.Echo(ctx, &nsbrokerv1.EchoRequest{Payload: []byte("ping")})
-	if err != nil || string(echo.GetPayload()) != "ping" || echo.GetNetnsInode() != a.inode {
+	if err != nil || string(echo.GetPayload()) != "ping" || echo.GetNetnsInode() != uint64(a.inode) {
 		t.Errorf("Echo in own namespace: got %v, %v; want payload \"ping\" from inode %d", echo, err, a.inode)
 	}
 	echo, err = tenant.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: a.name, Payload: []byte("by name")})
-	if err != nil || echo.GetNetnsInode() != a.inode {
+	if err != nil || echo.GetNetnsInode() != uint64(a.inode) {
 		t.Errorf("Echo naming own namespace: got %v, %v; want inode %d", echo, err, a.inode)
 	}
 	ns, err := tenant.GetNamespace(ctx, &nsbrokerv1.GetNamespaceRequest{})
@@ -146,7 +146,7 @@ func TestIntegrationGRPCTenant(t *testing.T) {
 		item, err := stream.Recv()
 		e := item.GetEvent()
 		if err != nil || e.GetNamespace() != a.name || e.GetSeq() != 1 || e.GetGroup() != 5 ||
-			e.GetNetnsInode() != a.inode || string(e.GetPayload()) != "mine" {
+			e.GetNetnsInode() != uint64(a.inode) || string(e.GetPayload()) != "mine" {
 			t.Errorf("%s subscription: got %v, %v; want event %s seq 1 group 5 inode %d \"mine\"", who, item, err, a.name, a.inode)
 		}
 	}

@@ -21,7 +21,7 @@ func TestIntegrationGzip(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	echo, err := tenant.Echo(ctx, &nsbrokerv1.EchoRequest{Payload: []byte("zipped")}, grpc.UseCompressor(gzip.Name))
-	if err != nil || string(echo.GetPayload()) != "zipped" || echo.GetNetnsInode() != a.inode {
+	if err != nil || string(echo.GetPayload()) != "zipped" || echo.GetNetnsInode() != uint64(a.inode) {
 		t.Fatalf("Echo compressed with gzip: got %v, %v; want payload \"zipped\" from inode %d", echo, err, a.inode)
 	}
 }

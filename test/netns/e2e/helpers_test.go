@@ -243,7 +243,7 @@ type subscribeLine struct {
 		Group      uint32 `json:"group"`
 		Seq        uint64 `json:"seq"`
 		Payload    []byte `json:"payload"`
-		NetnsInode uint32 `json:"netns_inode"`
+		NetnsInode uint64 `json:"netns_inode"`
 	} `json:"event"`
 	Gap json.RawMessage `json:"gap"`
 }

@@ -200,7 +200,7 @@ func checkResumed(t *testing.T, who string, g generation, ns netns, from, to uin
 		t.Errorf("%s: after resubscribing got %s, want consecutive events covering %d..%d", who, describe([]generation{g}), from, to)
 	}
 	for _, it := range g.items {
-		if ev := it.ev; ev != nil && (ev.NetnsInode != ns.inode || ev.Namespace != ns.name || ev.Epoch != 1) {
+		if ev := it.ev; ev != nil && (ev.NetnsInode != uint64(ns.inode) || ev.Namespace != ns.name || ev.Epoch != 1) {
 			t.Errorf("%s: event %d from %s inode %d epoch %d, want %s inode %d epoch 1",
 				who, ev.Seq, ev.Namespace, ev.NetnsInode, ev.Epoch, ns.name, ns.inode)
 			break

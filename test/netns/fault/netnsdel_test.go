@@ -140,7 +140,7 @@ func checkConsecutive(t *testing.T, who string, g generation, ns netns, first ui
 	t.Helper()
 	want := first
 	for _, it := range g.items {
-		if it.gap != nil || it.ev.Seq != want || it.ev.NetnsInode != ns.inode || it.ev.Namespace != ns.name {
+		if it.gap != nil || it.ev.Seq != want || it.ev.NetnsInode != uint64(ns.inode) || it.ev.Namespace != ns.name {
 			got := it.String()
 			if it.ev != nil {
 				got = fmt.Sprintf("%v from %s inode %d", it, it.ev.Namespace, it.ev.NetnsInode)

@@ -263,7 +263,7 @@ func testRestart(t *testing.T, r restarter) {
 		r, err := tn.Echo(rpcContext(t), &nsbrokerv1.EchoRequest{Payload: payload})
 		if err != nil {
 			t.Errorf("tenant Echo in %s: %v", a.name, err)
-		} else if r.GetNetnsInode() != a.inode || string(r.GetPayload()) != string(payload) {
+		} else if r.GetNetnsInode() != uint64(a.inode) || string(r.GetPayload()) != string(payload) {
 			t.Errorf("tenant Echo in %s: net:[%d] %q, want net:[%d] %q", a.name, r.GetNetnsInode(), r.GetPayload(), a.inode, payload)
 		}
 		tn.close()

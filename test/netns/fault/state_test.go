@@ -118,14 +118,14 @@ func TestIntegrationRememberAttachments(t *testing.T) {
 		r, err := admin.Echo(rpcContext(t), &nsbrokerv1.EchoRequest{Namespace: a.name, Payload: payload})
 		if err != nil {
 			t.Errorf("admin Echo %s: %v", a.name, err)
-		} else if r.GetNetnsInode() != a.inode || !bytes.Equal(r.GetPayload(), payload) {
+		} else if r.GetNetnsInode() != uint64(a.inode) || !bytes.Equal(r.GetPayload(), payload) {
 			t.Errorf("admin Echo %s: answered from net:[%d] with %q, want net:[%d] with %q", a.name, r.GetNetnsInode(), r.GetPayload(), a.inode, payload)
 		}
 		tn := newTenantIn(t, tenants[a.name])
 		r, err = tn.Echo(rpcContext(t), &nsbrokerv1.EchoRequest{Payload: payload})
 		if err != nil {
 			t.Errorf("tenant Echo in %s: %v", a.name, err)
-		} else if r.GetNetnsInode() != a.inode {
+		} else if r.GetNetnsInode() != uint64(a.inode) {
 			t.Errorf("tenant Echo in %s: answered from net:[%d], want net:[%d]", a.name, r.GetNetnsInode(), a.inode)
 		}
 		tn.close()

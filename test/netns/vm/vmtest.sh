@@ -8,8 +8,9 @@ set -euo pipefail
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$VM_DIR/../../.." && pwd)
 
-: "${VM_PKGS=./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./isolation ./test/netns/cni ./test/netns/fault ./test/netns/abuse}"
+: "${VM_PKGS=./test/netns/kmodtest ./family ./broker ./test/netns/e2e ./test/netns/docs ./isolation ./test/netns/cni ./test/netns/fault ./test/netns/abuse}"
 : "${VM_BINS=./cmd/nsbrokerd ./cmd/nsbrokerctl ./cmd/nsbroker-isolation-check ./cmd/nsbroker-cni}"
+: "${VM_GO_INSTALL=github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3}"
 : "${VM_RUN=^TestIntegration}"
 : "${VM_TESTARGS=}"
 : "${VM_EXTRA=}"

@@ -75,11 +75,12 @@ build_test_binaries() {
 }
 
 # Build each command VM_BINS names, static, into $VM_BUILD/bin/ (installed
-# in the guest at /usr/local/bin).
+# in the guest at /usr/local/bin), and go install each of VM_GO_INSTALL there.
 build_guest_programs() {
 	local out=$VM_BUILD/bin pkgs listed pkg dir kind name build_log
 	rm -rf "$out"
 	mkdir -p "$out"
+	install_guest_modules "$out"
 	read -ra pkgs <<<"$VM_BINS"
 	((${#pkgs[@]} > 0)) || return 0
 	listed=$(go list -e -f '{{.ImportPath}}{{"\t"}}{{.Dir}}{{"\t"}}{{.Name}}' "${pkgs[@]}") ||
@@ -97,4 +98,23 @@ build_guest_programs() {
 		CGO_ENABLED=0 go build -o "$out/$name" "$pkg" >"$build_log" 2>&1 ||
 			{ show_log_tail "$build_log" 60; die "building $pkg failed"; }
 	done <<<"$listed"
+}
+
+# go install each PACKAGE@VERSION of VM_GO_INSTALL, static, into $1: commands
+# of other modules, at the version pinned there, from the Go module proxy.
+install_guest_modules() {
+	local out pkgs pkg name build_log
+	out=$(cd "$1" && pwd) # GOBIN must be absolute
+	read -ra pkgs <<<"$VM_GO_INSTALL"
+	for pkg in "${pkgs[@]}"; do
+		[[ $pkg == *@* ]] || die "VM_GO_INSTALL: $pkg has no @version"
+		name=${pkg%@*}
+		name=${name##*/}
+		build_log=$VM_BUILD/logs/$name.bin.log
+		log "[bins] go install $pkg -> /usr/local/bin/$name"
+		# Outside the repository, so that its go.mod plays no part.
+		(cd / && GOBIN=$out CGO_ENABLED=0 go install "$pkg") >"$build_log" 2>&1 ||
+			{ show_log_tail "$build_log" 60; die "go install $pkg failed"; }
+		[[ -x $out/$name ]] || die "go install $pkg wrote no $out/$name"
+	done
 }
