@@ -29,10 +29,13 @@ const (
 	ynlSchema  = "/usr/local/share/ynl/netlink-raw.yaml"
 	ynlSpec    = "/usr/local/share/nsbroker/nsbroker.yaml"
 	// ynlSleep is how long the subscriber waits for events before it
-	// reads them (ynl --subscribe --sleep).
-	// ynl takes seconds to start under emulation; the publishes come
-	// after both subscribers joined, within this.
+	// reads them (ynl --subscribe --sleep), in seconds. ynl takes seconds
+	// to start under emulation (3 to 8 per call on the Debian kernel); the
+	// publishes come after both subscribers joined, within this.
 	ynlSleep = 40
+	// ynlSleepDebug is ynlSleep on the debug kernel, where everything
+	// python does in the kernel is much slower.
+	ynlSleepDebug = 150
 )
 
 // ynlSetup checks that ynl and its files are there (in the VM they must
@@ -150,6 +153,10 @@ func TestIntegrationYNL(t *testing.T) {
 	unit := testenv.RequireModule(t)
 	spec := ynlSetup(t, unit)
 	const group = 9
+	sleep := ynlSleep
+	if testenv.DebugKernel() {
+		sleep = ynlSleepDebug
+	}
 
 	type tenant struct {
 		name  string
@@ -166,10 +173,10 @@ func TestIntegrationYNL(t *testing.T) {
 
 	// Subscribers first: each one joins the group and sleeps, then prints
 	// what arrived meanwhile.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(sleep)*time.Second+2*time.Minute)
 	defer cancel()
 	for _, tn := range tenants {
-		tn.sub = ynlCmd(ctx, tn.ns, spec, "--subscribe", fmt.Sprintf("group-%d", group), "--sleep", strconv.Itoa(ynlSleep))
+		tn.sub = ynlCmd(ctx, tn.ns, spec, "--subscribe", fmt.Sprintf("group-%d", group), "--sleep", strconv.Itoa(sleep))
 		tn.sub.Stdout, tn.sub.Stderr = &tn.out, &tn.out
 		if err := tn.sub.Start(); err != nil {
 			t.Fatalf("start ynl --subscribe in %s: %v", tn.name, err)
@@ -184,7 +191,7 @@ func TestIntegrationYNL(t *testing.T) {
 	start := time.Now()
 	for _, tn := range tenants {
 		for !joinedGroup(tn.sub.Process.Pid, unit, group) {
-			if time.Since(start) > ynlSleep/2*time.Second {
+			if time.Since(start) > time.Duration(sleep)*time.Second/2 {
 				t.Fatalf("ynl --subscribe in %s has not joined group %d after %v", tn.name, group, time.Since(start))
 			}
 			time.Sleep(50 * time.Millisecond)
