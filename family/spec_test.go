@@ -311,6 +311,19 @@ func checkSpec(spec *ynlSpec, h *cHeader, hsrc string, mirrors map[string]goMirr
 		}
 	}
 
+	// The C enums the spec names are the header's.
+	enums := []string{spec.Operations.EnumName}
+	for _, s := range spec.AttributeSets {
+		if s.SubsetOf == "" {
+			enums = append(enums, s.EnumName)
+		}
+	}
+	for _, e := range enums {
+		if !strings.Contains(hsrc, "\nenum "+e+" {\n") {
+			bad("enum-name %q: the header has no enum %s", e, e)
+		}
+	}
+
 	// Messages: values, and the attributes the header lists for each.
 	hmsgs := headerMessageAttrs(hsrc)
 	seen := map[string]bool{}
@@ -455,6 +468,7 @@ func TestSpecCheckDetectsDrift(t *testing.T) {
 		{"          - sender-portid\n", ""},
 		{"      name: group-32\n      value: 32\n", "      name: group-32\n      value: 33\n"},
 		{"        name: reserved\n        type: u16\n", "        name: reserved\n        type: u8\n"},
+		{"enum-name: nsb_stats_attr\n", "enum-name: nsb_stat_attr\n"},
 	} {
 		if !strings.Contains(edited, r[0]) {
 			t.Fatalf("spec no longer contains %q; update this test's edits", r[0])
@@ -468,6 +482,7 @@ func TestSpecCheckDetectsDrift(t *testing.T) {
 	got := checkSpec(readSpec(t, []byte(edited)), readHeader(t), string(hsrc), mirrors)
 	want := []string{
 		`attribute attrs.instance-id: type "u32", header says "u64" ("u64, random, new for every per-namespace instance")`,
+		`enum-name "nsb_stat_attr": the header has no enum nsb_stat_attr`,
 		"mcast-groups[31]: group-32 = 33, want group-32 = 32",
 		"operation event event: header lists NSB_A_SENDER_PORTID, the spec does not",
 		"operation stats: spec says 21, abi.go MsgStats = 19",
