@@ -10,6 +10,8 @@
 #   make fuzzmodule  the module's netlink fuzzer on that kernel
 #   make fuzz      every Go fuzz target for FUZZTIME (default 60s) each
 #   make kmod      build kmod/nsbroker.ko against the installed cloud kernel
+#   make checkpatch  checkpatch.pl --strict on kmod/ (make -C kmod style)
+#   make spec-check  kmod/nsbroker.yaml against the kernel's netlink-raw schema
 #   make proto     regenerate the gRPC code from proto/ (pinned generators)
 
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
@@ -26,7 +28,7 @@ include mk/packaging.mk
 include mk/bench.mk
 include mk/debug.mk
 
-.PHONY: all deps build kmod lint gotest kmod-check test fuzz clean proto proto-check
+.PHONY: all deps build kmod lint gotest kmod-check checkpatch spec-check test fuzz clean proto proto-check
 
 # Generated code is committed; `make proto` regenerates it with these
 # generator versions and Debian's protoc.
@@ -70,6 +72,15 @@ gotest:
 kmod-check:
 	$(MAKE) -C kmod check KDIR=$(or $(KDIR),$(CLOUD_KDIR))
 
+# checkpatch.pl from Debian's linux-source-6.12, which mk/deps.sh installs.
+checkpatch:
+	$(MAKE) -C kmod style
+
+# The YNL spec against the netlink-raw schema of the same package, and
+# loaded by its ynl (family/spec_test.go checks it against the header).
+spec-check:
+	@mk/ynl.sh check kmod/nsbroker.yaml
+
 # Each decoder's fuzz target, briefly in CI (FUZZTIME=10s), longer by hand.
 FUZZ_TARGETS = $(shell $(GO) test -list '^Fuzz' ./family | grep '^Fuzz')
 fuzz:
@@ -83,6 +94,8 @@ test:
 	@$(TIMED) lint $(MAKE) --no-print-directory lint proto-check
 	@$(TIMED) host-tests $(MAKE) --no-print-directory gotest
 	@$(TIMED) kmod-check $(MAKE) --no-print-directory kmod-check
+	@$(TIMED) checkpatch $(MAKE) --no-print-directory checkpatch
+	@$(TIMED) spec-check $(MAKE) --no-print-directory spec-check
 	@$(TIMED) packaging-check $(MAKE) --no-print-directory packaging-check
 	@$(TIMED) fuzz-smoke $(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	@$(TIMED) vmtest $(MAKE) --no-print-directory vmtest

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -91,6 +92,11 @@ type Conn struct {
 // any other socket's unicast to it with ECONNREFUSED; it still receives
 // the multicast of the groups it joins, and Receive drops whatever did not
 // come from the kernel (ErrForged).
+//
+// The socket is bound to a random port id of 2^31 and up rather than the
+// one the kernel would choose, the process id: the events it publishes
+// carry its port id to every member of the group (Event.SenderPortID), and
+// must not tell them the publisher's pid.
 func Dial(cfg *Config) (*Conn, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -125,10 +131,43 @@ func moduleUnit(path string) (int, error) {
 	return unit, nil
 }
 
+// Port ids from portIDMin up are never process ids (pid_max is at most
+// 2^22), and never what the kernel's autobind picks first: the process's
+// id. The module puts the publisher's port id into every EVENT
+// (AttrSenderPortID), which every member of the group in the namespace
+// reads; a socket bound to the default port id would tell them the pid of
+// the process that published, the daemon's in the daemon's case.
+const (
+	portIDMin   = 0x80000000
+	portIDCount = 0x7ffff000 // up to 0xffffefff, below the kernel's autobind rover
+	// portIDTries bounds the draws when a port id is in use already.
+	portIDTries = 32
+)
+
+// randomPortID draws a port id for bind.
+var randomPortID = func() uint32 { return portIDMin + rand.Uint32N(portIDCount) }
+
+// dialRandomPortID opens a socket bound to a random port id of the upper
+// half, drawing again if one is taken in the namespace.
+func dialRandomPortID(unit int, netns int) (*netlink.Conn, error) {
+	var err error
+	for range portIDTries {
+		var nc *netlink.Conn
+		nc, err = netlink.Dial(unit, &netlink.Config{NetNS: netns, PID: randomPortID()})
+		if err == nil {
+			return nc, nil
+		}
+		if !errors.Is(err, unix.EADDRINUSE) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
 // dial opens and configures a socket on any netlink unit; Dial checks that
 // the unit is one the module may use.
 func dial(unit int, cfg *Config) (*Conn, error) {
-	nc, err := netlink.Dial(unit, &netlink.Config{NetNS: cfg.NetNS})
+	nc, err := dialRandomPortID(unit, cfg.NetNS)
 	if err != nil {
 		return nil, fmt.Errorf("nsbroker: dial netlink unit %d: %w", unit, err)
 	}
@@ -228,7 +267,8 @@ func (c *Conn) closedError(op string, err error) error {
 }
 
 // PortID returns the socket's netlink port id, which events this Conn
-// publishes carry as SenderPortID.
+// publishes carry as SenderPortID. Dial binds to a random port id of
+// 2^31 and up, so that it names no process.
 func (c *Conn) PortID() uint32 { return c.nc.PID() }
 
 // SetReadDeadline sets the time after which a blocked Receive, and the

@@ -11,6 +11,7 @@
 
 #include "main.h"
 #include "netlink.h"
+#include "version.h"
 
 static int nsb_unit = NETLINK_NSBROKER;
 module_param_named(unit, nsb_unit, int, 0444);
@@ -97,5 +98,11 @@ module_exit(nsb_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("Namespace-scoped netlink message broker");
-MODULE_VERSION("0.1");
+MODULE_VERSION(NSB_MODULE_VERSION);
+/*
+ * socket(AF_NETLINK, SOCK_RAW, 25) loads the module on demand.  The alias
+ * names the default unit only: a module loaded with unit=N is loaded on
+ * demand by opening unit N only if modprobe.d says so
+ * ("alias net-pf-16-proto-N nsbroker"); docs/protocol.md, "Transport".
+ */
 MODULE_ALIAS_NET_PF_PROTO(PF_NETLINK, NETLINK_NSBROKER);

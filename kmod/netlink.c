@@ -60,7 +60,8 @@ static size_t nsb_payload_len(const struct nlattr *payload)
 }
 
 static int nsb_echo(struct sk_buff *skb, const struct nlmsghdr *nlh,
-		    struct nlattr **tb, struct netlink_ext_ack *extack)
+		    struct nlattr **tb, struct netlink_ext_ack *extack,
+		    bool *took_effect)
 {
 	struct net *net = sock_net(skb->sk);
 	struct nsb_net *nn = nsb_pernet(net);
@@ -186,8 +187,16 @@ static u64 nsb_multicast(struct nsb_net *nn, u32 group, struct sk_buff *event,
 	return seq;
 }
 
+/*
+ * nsb_publish() - number and multicast an EVENT, then reply.  Once the
+ * event is out, the request has taken effect: an error after that (the
+ * reply does not fit the requester's receive buffer: -EAGAIN) is still
+ * returned, and answered if the error fits, but it does not count as a
+ * rejected request.
+ */
 static int nsb_publish(struct sk_buff *skb, const struct nlmsghdr *nlh,
-		       struct nlattr **tb, struct netlink_ext_ack *extack)
+		       struct nlattr **tb, struct netlink_ext_ack *extack,
+		       bool *took_effect)
 {
 	struct net *net = sock_net(skb->sk);
 	struct nsb_net *nn = nsb_pernet(net);
@@ -219,6 +228,7 @@ static int nsb_publish(struct sk_buff *skb, const struct nlmsghdr *nlh,
 	}
 
 	seq = nsb_multicast(nn, group, event, seq_attr, ts_attr, &listeners);
+	*took_effect = true;
 
 	rnlh = nsb_nlmsg_put(reply, portid, nlh->nlmsg_seq, NSB_MSG_PUBLISH);
 	if (!rnlh ||
@@ -235,7 +245,8 @@ nla_put_failure:
 }
 
 static int nsb_stats(struct sk_buff *skb, const struct nlmsghdr *nlh,
-		     struct nlattr **tb, struct netlink_ext_ack *extack)
+		     struct nlattr **tb, struct netlink_ext_ack *extack,
+		     bool *took_effect)
 {
 	struct net *net = sock_net(skb->sk);
 	struct nsb_net *nn = nsb_pernet(net);
@@ -307,7 +318,8 @@ static int nsb_put_group_seq(struct sk_buff *skb, u32 group, u64 seq)
  * (or was dropped from it) before this reply is.
  */
 static int nsb_groups(struct sk_buff *skb, const struct nlmsghdr *nlh,
-		      struct nlattr **tb, struct netlink_ext_ack *extack)
+		      struct nlattr **tb, struct netlink_ext_ack *extack,
+		      bool *took_effect)
 {
 	struct net *net = sock_net(skb->sk);
 	struct nsb_net *nn = nsb_pernet(net);
@@ -347,14 +359,26 @@ nla_put_failure:
 	return -EMSGSIZE;
 }
 
+/*
+ * A request's handler.  @doit sets *took_effect once the request has done
+ * what it asks for; an error it returns after that is not counted as
+ * NSB_STATS_A_REJECTED.
+ */
 struct nsb_handler {
 	const struct nla_policy *policy;
 	bool admin;	/* needs CAP_NET_ADMIN in the namespace's user ns */
 	int (*doit)(struct sk_buff *skb, const struct nlmsghdr *nlh,
-		    struct nlattr **tb, struct netlink_ext_ack *extack);
+		    struct nlattr **tb, struct netlink_ext_ack *extack,
+		    bool *took_effect);
 };
 
-static const struct nsb_handler nsb_handlers[] = {
+/*
+ * One slot for every type from NLMSG_MIN_TYPE to NSB_MSG_MAX, so that any
+ * type in that range indexes the table; a type without a handler (EVENT,
+ * or one added to the uapi enum without an entry here) has a NULL doit and
+ * is refused.
+ */
+static const struct nsb_handler nsb_handlers[NSB_MSG_MAX - NLMSG_MIN_TYPE + 1] = {
 	[NSB_MSG_ECHO - NLMSG_MIN_TYPE] = {
 		.policy	= nsb_echo_policy,
 		.doit	= nsb_echo,
@@ -375,12 +399,12 @@ static const struct nsb_handler nsb_handlers[] = {
 };
 
 static int nsb_handle(struct sk_buff *skb, struct nlmsghdr *nlh,
-		      struct netlink_ext_ack *extack)
+		      struct netlink_ext_ack *extack, bool *took_effect)
 {
 	const struct nsb_handler *handler;
 	const struct nsb_msghdr *hdr;
 	struct nlattr *tb[NSB_A_MAX + 1];
-	int type = nlh->nlmsg_type;
+	u16 type = nlh->nlmsg_type;
 	int err;
 
 	if (nlh->nlmsg_flags & ~NSB_NLM_F_ALLOWED) {
@@ -395,7 +419,8 @@ static int nsb_handle(struct sk_buff *skb, struct nlmsghdr *nlh,
 		NL_SET_ERR_MSG(extack, "EVENT is sent by the kernel only");
 		return -EOPNOTSUPP;
 	}
-	if (type < NLMSG_MIN_TYPE || type > NSB_MSG_MAX) {
+	/* netlink_rcv_skb() never passes a type below NLMSG_MIN_TYPE. */
+	if (type > NSB_MSG_MAX || !nsb_handlers[type - NLMSG_MIN_TYPE].doit) {
 		NL_SET_ERR_MSG(extack, "unknown message type");
 		return -EOPNOTSUPP;
 	}
@@ -426,16 +451,17 @@ static int nsb_handle(struct sk_buff *skb, struct nlmsghdr *nlh,
 	if (err)
 		return err;
 
-	return handler->doit(skb, nlh, tb, extack);
+	return handler->doit(skb, nlh, tb, extack, took_effect);
 }
 
 static int nsb_rcv_msg(struct sk_buff *skb, struct nlmsghdr *nlh,
 		       struct netlink_ext_ack *extack)
 {
+	bool took_effect = false;
 	int err;
 
-	err = nsb_handle(skb, nlh, extack);
-	if (err)
+	err = nsb_handle(skb, nlh, extack, &took_effect);
+	if (err && !took_effect)
 		atomic64_inc(&nsb_pernet(sock_net(skb->sk))->stats[NSB_STATS_A_REJECTED]);
 	return err;
 }

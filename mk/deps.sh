@@ -4,7 +4,10 @@
 set -euo pipefail
 
 packages=(sparse iproute2 util-linux bc make gcc libelf-dev protobuf-compiler libprotobuf-dev
-	runc containernetworking-plugins busybox-static dkms)
+	runc containernetworking-plugins busybox-static dkms
+	# checkpatch.pl and the YNL tools (make checkpatch, make spec-check, and
+	# ynl in the VM); python3 is Debian's, for ynl.
+	linux-source-6.12 python3 python3-yaml python3-jsonschema)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

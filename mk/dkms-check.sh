@@ -73,6 +73,10 @@ vermagic=$(modinfo -k "$kver" -F vermagic "$name")
 aliases=$(modinfo -k "$kver" -F alias "$name")
 [[ $aliases == *net-pf-16-proto-* ]] ||
 	die "$file has no net-pf-16-proto alias: the kernel could not load it on demand"
+# The version dkms knows it by is the one the module reports (version.h).
+modversion=$(modinfo -k "$kver" -F version "$name")
+[[ $modversion == "$version" ]] ||
+	die "$file reports version '$modversion', dkms.conf says '$version' (kmod/version.h is the one place to change it)"
 log "installed $file (vermagic $vermagic; alias $(echo "$aliases" | tr '\n' ' '))"
 
 cleanup

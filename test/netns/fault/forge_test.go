@@ -266,6 +266,8 @@ func requireOutsider(t *testing.T, pid int) {
 // whose source port id is not the kernel's, and counts it in
 // nsbroker_forged_datagrams_total. The tenant's stream holds exactly the
 // genuine events, numbered without a gap, before and after the forgery.
+// What the forger and the tenant learn of the daemon's socket, its port
+// id, is not the daemon's pid.
 func TestIntegrationForge(t *testing.T) {
 	unit := requireDaemon(t)
 	const group = 5
@@ -323,6 +325,19 @@ func TestIntegrationForge(t *testing.T) {
 		}
 	}
 
+	// What a process in the tenant's namespace reads of the daemon: the
+	// port id of its socket there, in /proc/net/netlink (as the forger
+	// did) and in every event published through it. It must not be the
+	// daemon's pid: family.Dial binds random port ids from 2^31 up.
+	daemonPID := uint32(d.pid(t))
+	var daemonPort uint32
+	for port := range rep.Unicast {
+		daemonPort = port
+		if port == daemonPID || port < 0x80000000 {
+			t.Errorf("the daemon's socket in the tenant's namespace has port id %d, which every process there reads: want one from 0x80000000 up, never the daemon's pid %d", port, daemonPID)
+		}
+	}
+
 	// A genuine event after the forgery is delivered as the next number;
 	// everything forged was read before it.
 	genuine(4)
@@ -334,6 +349,9 @@ func TestIntegrationForge(t *testing.T) {
 			continue
 		}
 		got = append(got, fmt.Sprintf("event %d %q", it.ev.GetSeq(), it.ev.GetPayload()))
+		if p := it.ev.GetSenderPortid(); p != daemonPort || p == daemonPID {
+			t.Errorf("event %d published through the daemon names sender port id %d: want the daemon's socket's, %d, never its pid %d", it.ev.GetSeq(), p, daemonPort, daemonPID)
+		}
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("tenant's stream:\n\t%s\nwant only the genuine events:\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))

@@ -59,6 +59,9 @@
  *   -ERANGE           NSB_A_GROUP outside 1..NSB_GROUPS, NSB_A_PAYLOAD
  *                     longer than NSB_PAYLOAD_MAX
  *   -EPERM            PUBLISH without CAP_NET_ADMIN
+ *   -EAGAIN           PUBLISH whose EVENT was multicast but whose reply did
+ *                     not fit the requester's receive buffer; the publish
+ *                     took effect and is not counted as rejected
  *
  * Sequence numbers (NSB_A_SEQ) count per namespace and group, start at 1
  * and have no holes: every number is multicast exactly once.

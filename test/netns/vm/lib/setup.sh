@@ -5,6 +5,8 @@
 readonly HOST_PACKAGES=(
 	qemu-system-x86 linux-image-cloud-amd64 linux-headers-cloud-amd64
 	busybox-static cpio kmod iproute2 dash
+	# ynl in the guest (install_ynl): Debian's python and linux-source.
+	python3 python3-yaml python3-jsonschema linux-source-6.12
 )
 
 package_installed() {
