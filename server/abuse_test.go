@@ -133,7 +133,6 @@ func TestIntegrationShutOut(t *testing.T) {
 	wantStatus(t, "tenant A after the shut-out", err, codes.ResourceExhausted, "(request_rate)")
 }
 
-
 func TestRateExhaustedUntilShutOutEnds(t *testing.T) {
 	now := time.Unix(1000, 0)
 	r := newRateLimits(limitRequestRate, "request", 10, 10)
