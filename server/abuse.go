@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/nsbroker/nsbroker/nsmgr"
 )
@@ -36,11 +40,20 @@ const limitShutOut = "refused_rpcs_per_connection"
 
 // connGuard counts the refusals of one tenant connection.
 type connGuard struct {
-	close func() // closes the connection
+	close  func()      // closes the connection
+	closed atomic.Bool // close was called
 
-	mu     sync.Mutex // guards refusals
+	mu     sync.Mutex // guards refuse
 	refuse bucket     // refusals left
 }
+
+// shut reports whether g's connection was closed for its refusals (false
+// for a nil g, the admin's).
+func (g *connGuard) shut() bool { return g != nil && g.closed.Load() }
+
+// errShutOut refuses the rpcs that gRPC had read from a connection
+// before it was closed for its refusals.
+var errShutOut = status.Error(codes.ResourceExhausted, "the connection was closed for going on after refused rpcs ("+limitShutOut+")")
 
 // newConnGuard returns the guard of a connection of id, or nil for the
 // admin, who is never shut out.
@@ -130,6 +143,9 @@ func (s *shutOuts) left(k tenantKey) time.Duration {
 // one too many, closes the connection and shuts its tenant out.
 func (b *Budget) charge(ai AuthInfo) {
 	if ai.guard == nil || ai.guard.take(b.shutOuts.now()) {
+		return
+	}
+	if ai.guard.closed.Swap(true) {
 		return
 	}
 	ai.guard.close()

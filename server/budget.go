@@ -307,6 +307,11 @@ func (b *Budget) tap(ctx context.Context, _ *tap.Info) (context.Context, error) 
 		return ctx, status.Error(codes.Unauthenticated, "the connection has no nsbroker identity")
 	}
 	ai, _ := peerAuth(ctx)
+	if ai.guard.shut() {
+		// What was read before the connection was closed for its
+		// refusals: refused again, without counting.
+		return ctx, errShutOut
+	}
 	if r := ai.refusal; r != nil {
 		b.charge(ai)
 		return ctx, status.Error(codes.ResourceExhausted, r.msg)
@@ -574,11 +579,4 @@ func (c *budgetConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
-}
-
-// refusalFromContext returns the refusal of the connection a stream
-// arrived on, if it is over a limit.
-func refusalFromContext(ctx context.Context) *limitError {
-	ai, _ := peerAuth(ctx)
-	return ai.refusal
 }

@@ -466,7 +466,8 @@ func rpcFlood(conns int, deadline time.Time) error {
 				bw := bufio.NewWriterSize(h.conn, 64<<10)
 				h.fr = http2.NewFramer(bw, h.conn)
 				for time.Now().Before(deadline) && h.next < 1<<30 {
-					if err := h.request(echoPath, nil, body); err == nil && h.next%200 == 1 {
+					err := h.request(echoPath, nil, body)
+					if err == nil && h.next%200 == 1 {
 						err = bw.Flush()
 					}
 					if err != nil {

@@ -175,6 +175,7 @@ func runAttack(t *testing.T, spec attackSpec) {
 	}
 
 	start := time.Now()
+	daemonCPU := cpuSeconds(d.pid)
 	adm.attacking.Store(true)
 	var attackers []*attacker
 	for i := range spec.procs {
@@ -197,6 +198,12 @@ func runAttack(t *testing.T, spec attackSpec) {
 	stop()
 	adm.wait()
 	rss.wait()
+	attackTook := time.Since(start)
+	daemonCPU = cpuSeconds(d.pid) - daemonCPU
+	var attackerCPU float64
+	for _, a := range attackers {
+		attackerCPU += cpuSeconds(a.cmd.Process.Pid)
+	}
 	for _, a := range attackers {
 		a.kill()
 	}
@@ -224,6 +231,7 @@ func runAttack(t *testing.T, spec attackSpec) {
 	t.Logf("attack %s: peak RSS %d MiB, other tenant echo p50 idle %.0f µs / under attack %.0f µs, admin attach+detach %d ms, oom_kill %d",
 		spec.name, peak>>10, idleP50, attackP50, adminMax.Milliseconds(), oom)
 	t.Logf("attack %s: other tenant echo p50 idle before %.0f µs, after %.0f µs; slowest under attack %.0f µs", spec.name, median(idle), median(after), slices.Max(attacked))
+	t.Logf("attack %s: CPU over its %v: daemon %.1f s, attackers %.1f s", spec.name, attackTook.Round(time.Second), daemonCPU, attackerCPU)
 	t.Logf("attack %s: established in %v; admin attach+detach before the attack: %d, median %v; during: %d, max %v",
 		spec.name, readyIn.Round(time.Millisecond), len(adm.before), medianDuration(adm.before), len(adm.during), adminMax)
 
@@ -398,6 +406,25 @@ func (p *rssProbe) wait()     { <-p.done }
 func (p *rssProbe) peak() int { return int(p.max.Load()) }
 
 // procStatusField reads a "kB" field of /proc/PID/status.
+// cpuSeconds is the CPU time (user and system) a process has used, 0 if
+// it is gone.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command, which is in parentheses: state is
+	// the first, utime the 12th and stime the 13th.
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
 func procStatusField(pid int, field string) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
