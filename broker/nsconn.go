@@ -85,8 +85,11 @@ type nsConn struct {
 	pending  map[uint32]chan reply
 	// hooks are requests whose reply the reader hands over itself, with
 	// mu held, in its place among the events (GROUPS replies).
-	hooks  map[uint32]func(family.Message)
-	groups [family.Groups + 1]groupState
+	hooks map[uint32]func(family.Message)
+	// groups holds the state of each group the broker ever joined in
+	// this namespace (nil for one never joined: most namespaces have
+	// none, and a state with its ring is about 100 bytes).
+	groups [family.Groups + 1]*groupState
 	subs   map[*subscriber]struct{}
 	// down says whether this namespace counts in Broker.unavailable.
 	down bool
@@ -123,6 +126,14 @@ func (c *nsConn) lockedCountDown() {
 	} else {
 		c.b.unavailable.Add(-1)
 	}
+}
+
+// lockedGroup returns the state of group g, made on first use.
+func (c *nsConn) lockedGroup(g uint32) *groupState {
+	if c.groups[g] == nil {
+		c.groups[g] = &groupState{}
+	}
+	return c.groups[g]
 }
 
 func (c *nsConn) nextSeq() uint32 {
@@ -199,7 +210,10 @@ func (c *nsConn) finishDial(conn *family.Conn, instance uint64) error {
 	}
 	reloaded := c.instance != 0 && c.instance != instance
 	for g := uint32(1); g <= family.Groups; g++ {
-		gs := &c.groups[g]
+		gs := c.groups[g]
+		if gs == nil {
+			continue // never joined: nothing to reset or rejoin
+		}
 		if reloaded {
 			// The old instance's numbers mean nothing any more.
 			gs.ring.clear(c.b.retainBudget)
@@ -243,8 +257,8 @@ func (c *nsConn) disconnect(conn *family.Conn, why error) {
 	c.reason = why
 	c.lockedFailPending(fmt.Errorf("%w: %v", ErrUnavailable, why))
 	for g := uint32(1); g <= family.Groups; g++ {
-		gs := &c.groups[g]
-		if gs.joined() && gs.known {
+		gs := c.groups[g]
+		if gs != nil && gs.joined() && gs.known {
 			for s := range c.subs {
 				if s.wants(g) {
 					s.pushGap(Gap{Group: g, From: gs.lastSeq + 1, Reason: LossReleased, Instance: c.instance})
@@ -286,8 +300,10 @@ func (c *nsConn) close(why error) {
 		s.finish(why)
 	}
 	c.subs = nil
-	for g := range c.groups {
-		c.groups[g].ring.clear(c.b.retainBudget)
+	for _, gs := range c.groups {
+		if gs != nil {
+			gs.ring.clear(c.b.retainBudget)
+		}
 	}
 	c.mu.Unlock()
 
@@ -373,9 +389,9 @@ func (c *nsConn) overrun(conn *family.Conn) {
 func (c *nsConn) lockedOverrun() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for g := range c.groups {
-		if c.groups[g].joined() && c.groups[g].cause == 0 {
-			c.groups[g].cause = LossKernelOverrun
+	for _, gs := range c.groups {
+		if gs != nil && gs.joined() && gs.cause == 0 {
+			gs.cause = LossKernelOverrun
 		}
 	}
 	if len(c.pending) == 0 && len(c.hooks) == 0 {
@@ -419,11 +435,10 @@ func (c *nsConn) queryGroups(conn *family.Conn, then func(family.Message)) bool 
 		return false
 	}
 	var joins [family.Groups + 1]uint64
-	for g := range c.groups {
-		joins[g] = c.groups[g].joins
-		if !c.groups[g].joined() {
-			joins[g] = 0 // the reply may predate the join
-		}
+	for g, gs := range c.groups {
+		if gs != nil && gs.joined() {
+			joins[g] = gs.joins
+		} // else 0: the reply may predate the join
 	}
 	c.hooks[seq] = func(m family.Message) {
 		if r, ok := m.Reply.(*family.GroupSeqs); ok && m.Err == nil {
@@ -457,7 +472,10 @@ func (c *nsConn) lockedApplyGroups(conn *family.Conn, r *family.GroupSeqs, joins
 		return
 	}
 	for g := uint32(1); g <= family.Groups; g++ {
-		gs := &c.groups[g]
+		gs := c.groups[g]
+		if gs == nil {
+			continue // never joined
+		}
 		seq := r.Seq[g]
 		switch {
 		case !gs.joined():
@@ -497,7 +515,7 @@ func (c *nsConn) dispatch(conn *family.Conn, ev *family.Event) {
 	if c.conn != conn || ev.Group == 0 || ev.Group > family.Groups {
 		return
 	}
-	gs := &c.groups[ev.Group]
+	gs := c.lockedGroup(ev.Group)
 	var gap *Gap
 	if !gs.known {
 		gs.lockedKnow(ev.Seq - 1)
@@ -669,7 +687,7 @@ func (c *nsConn) subscribe(ctx context.Context, s *subscriber, groups []uint32, 
 	newGroup := false
 	var joined []uint32
 	for _, g := range groups {
-		gs := &c.groups[g]
+		gs := c.lockedGroup(g)
 		if !gs.joined() && c.conn != nil {
 			if err := c.conn.JoinGroup(g); err != nil {
 				for _, j := range joined {
@@ -772,7 +790,7 @@ func (c *nsConn) release(groups []uint32) {
 		return
 	}
 	for _, g := range groups {
-		gs := &c.groups[g]
+		gs := c.lockedGroup(g)
 		gs.refs--
 		if gs.refs > 0 {
 			continue

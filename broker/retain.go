@@ -96,7 +96,7 @@ type ResumePoint struct {
 // beyond it is an error rather than numbers still to come.
 func (c *nsConn) lockedResume(s *subscriber, points []ResumePoint, authoritative bool) error {
 	for _, p := range points {
-		gs := &c.groups[p.Group]
+		gs := c.lockedGroup(p.Group)
 		if !gs.known {
 			// Nothing to compare with (no connection): the loss is
 			// open, and what the subscriber has seen is not repeated.
