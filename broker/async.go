@@ -70,7 +70,9 @@ type Publication struct {
 // it: PublishBatch returns the ones before it with the error, as a loop of
 // PublishAsync that stops at the first failure would. When sending fails,
 // it returns the publishes sent before the failing datagram with the error.
-func (b *Broker) PublishBatch(name string, pubs []Publication) ([]*PendingPublish, error) {
+//
+// ctx only pins the namespace (WithNamespaceID); the publishes outlive it.
+func (b *Broker) PublishBatch(ctx context.Context, name string, pubs []Publication) ([]*PendingPublish, error) {
 	reqs := make([]family.Request, 0, len(pubs))
 	var encErr error
 	for _, p := range pubs {
@@ -84,7 +86,7 @@ func (b *Broker) PublishBatch(name string, pubs []Publication) ([]*PendingPublis
 	if len(reqs) == 0 {
 		return nil, encErr
 	}
-	c, err := b.lookup(name)
+	c, err := b.lookupIn(ctx, name)
 	if err != nil {
 		return nil, opError("publish", name, err)
 	}

@@ -78,7 +78,7 @@ func TestPublishBatchRefusedInTheMiddle(t *testing.T) {
 		}
 		pubs = append(pubs, Publication{Group: 3, Payload: payload})
 	}
-	pend, err := b.PublishBatch(names[0], pubs)
+	pend, err := b.PublishBatch(context.Background(), names[0], pubs)
 	if err != nil || len(pend) != 10 {
 		t.Fatalf("PublishBatch: want 10 pending, no error; got %d, %v", len(pend), err)
 	}
@@ -111,7 +111,7 @@ func TestPublishBatchRefusedInTheMiddle(t *testing.T) {
 // is not sent, nor anything after it; the ones before it are.
 func TestPublishBatchStopsAtUnencodable(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
-	pend, err := b.PublishBatch(names[0], []Publication{{Group: 1}, {Group: 1}, {Group: 0}, {Group: 1}})
+	pend, err := b.PublishBatch(context.Background(), names[0], []Publication{{Group: 1}, {Group: 1}, {Group: 0}, {Group: 1}})
 	if !errors.Is(err, ErrInvalid) || len(pend) != 2 {
 		t.Fatalf("PublishBatch with group 0 third: want 2 pending and ErrInvalid; got %d, %v", len(pend), err)
 	}
@@ -123,7 +123,7 @@ func TestPublishBatchStopsAtUnencodable(t *testing.T) {
 	if seq := k.Publish(inums[0], 1, nil); seq != 3 {
 		t.Fatalf("next event of group 1: want seq 3 (2 published by the batch), got %d", seq)
 	}
-	if _, err := b.PublishBatch("no-such", []Publication{{Group: 1}}); !errors.Is(err, ErrNotFound) {
+	if _, err := b.PublishBatch(context.Background(), "no-such", []Publication{{Group: 1}}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("PublishBatch to an unknown namespace: want ErrNotFound, got %v", err)
 	}
 }

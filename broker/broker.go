@@ -420,6 +420,25 @@ func (b *Broker) remove(c *nsConn, why error) {
 }
 
 func (b *Broker) lookup(name string) (*nsConn, error) {
+	return b.lookupIn(context.Background(), name)
+}
+
+// namespaceIDKey is the context key of WithNamespaceID.
+type namespaceIDKey struct{}
+
+// WithNamespaceID returns a context under which the broker's operations
+// on a namespace by name act only while that name is attached to the
+// namespace whose identity is id; otherwise the name is not found. A
+// caller that checked who may reach the namespace attached under a name
+// passes the identity it checked, so that a detach and re-attach of the
+// name in between cannot carry the operation to another namespace.
+func WithNamespaceID(ctx context.Context, id nsmgr.ID) context.Context {
+	return context.WithValue(ctx, namespaceIDKey{}, id)
+}
+
+// lookupIn returns the namespace attached under name, if it is the one
+// ctx is pinned to (WithNamespaceID).
+func (b *Broker) lookupIn(ctx context.Context, name string) (*nsConn, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -427,6 +446,9 @@ func (b *Broker) lookup(name string) (*nsConn, error) {
 	}
 	c, ok := b.byName[name]
 	if !ok {
+		return nil, ErrNotFound
+	}
+	if want, pinned := ctx.Value(namespaceIDKey{}).(nsmgr.ID); pinned && c.ns.ID() != want {
 		return nil, ErrNotFound
 	}
 	return c, nil
@@ -483,7 +505,7 @@ func (b *Broker) Stats(ctx context.Context, name string) (*family.Stats, error) 
 // requestReply sends a request to the named namespace and returns its
 // reply, which must be a *T.
 func requestReply[T any](ctx context.Context, b *Broker, op, name string, typ uint16, data []byte) (*T, error) {
-	c, err := b.lookup(name)
+	c, err := b.lookupIn(ctx, name)
 	if err != nil {
 		return nil, opError(op, name, err)
 	}
@@ -525,7 +547,7 @@ func (b *Broker) NewSubscriptionAt(ctx context.Context, name string, groups []ui
 	if err := checkResumePoints(groups, from); err != nil {
 		return nil, opError("subscribe", name, err)
 	}
-	c, err := b.lookup(name)
+	c, err := b.lookupIn(ctx, name)
 	if err != nil {
 		return nil, opError("subscribe", name, err)
 	}

@@ -735,3 +735,56 @@ func TestAttachHonoursContext(t *testing.T) {
 		t.Fatalf("Get after the cancelled Attach: got %v, want ErrNotFound", err)
 	}
 }
+
+// TestPinnedToNamespace: under WithNamespaceID, a name acts only while it
+// is attached to that namespace; attached anew to another one, it is not
+// found, and nothing reaches the other namespace.
+func TestPinnedToNamespace(t *testing.T) {
+	b, _, names, _ := fakeSetup(t, 2, nil)
+	ctx := context.Background()
+	first, err := b.Get(names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := WithNamespaceID(ctx, first.ID)
+	if _, err := b.Echo(pinned, names[0], []byte("x")); err != nil {
+		t.Fatalf("pinned Echo while the name is the pinned namespace's: %v", err)
+	}
+	// The name moves to the second namespace.
+	second, err := b.Get(names[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := b.Detach(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Attach(ctx, names[0], nsmgr.Ref{Path: nsmgr.NetnsDir + "/" + names[1]}); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := b.Get(names[0]); in.ID != second.ID {
+		t.Fatalf("%s now names %v, want the second namespace %v", names[0], in.ID, second.ID)
+	}
+	if _, err := b.Echo(pinned, names[0], []byte("x")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pinned Echo once the name is another namespace's: %v, want ErrNotFound", err)
+	}
+	if _, err := b.Publish(pinned, names[0], 1, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pinned Publish: %v, want ErrNotFound", err)
+	}
+	if _, err := b.Stats(pinned, names[0]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pinned Stats: %v, want ErrNotFound", err)
+	}
+	if _, err := b.NewSubscription(pinned, names[0], []uint32{1}, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pinned NewSubscription: %v, want ErrNotFound", err)
+	}
+	if _, err := b.PublishBatch(pinned, names[0], []Publication{{Group: 1}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pinned PublishBatch: %v, want ErrNotFound", err)
+	}
+	if _, err := b.Echo(WithNamespaceID(ctx, second.ID), names[0], []byte("x")); err != nil {
+		t.Fatalf("Echo pinned to the namespace the name now names: %v", err)
+	}
+	if _, err := b.Echo(ctx, names[0], []byte("x")); err != nil {
+		t.Fatalf("Echo by name alone: %v", err)
+	}
+}

@@ -66,13 +66,27 @@ func (s *Server) authorize(ctx context.Context, rpc string) (Identity, error) {
 }
 
 // authorizeNamespace authorizes rpc and resolves the namespace it names.
-func (s *Server) authorizeNamespace(ctx context.Context, rpc, name string) (Identity, string, error) {
+// The context it returns is ctx pinned to what was resolved (pinned): the
+// handler passes it to the broker.
+func (s *Server) authorizeNamespace(ctx context.Context, rpc, name string) (context.Context, Identity, string, error) {
 	id, err := s.authorize(ctx, rpc)
 	if err != nil {
-		return Identity{}, "", err
+		return ctx, Identity{}, "", err
 	}
 	name, err = s.resolve(id, name)
-	return id, name, err
+	return pinned(ctx, id), id, name, err
+}
+
+// pinned returns ctx pinned (broker.WithNamespaceID) to the namespace a
+// tenant of a namespace-local socket lives in, the one resolve checked
+// the name against: the broker then acts on the name only while it is
+// attached to that namespace, whatever was detached and attached since.
+// Other callers reach namespaces by name, and ctx is returned as it is.
+func pinned(ctx context.Context, id Identity) context.Context {
+	if id.netns == (nsmgr.ID{}) {
+		return ctx
+	}
+	return broker.WithNamespaceID(ctx, id.netns)
 }
 
 // resolve returns the attach name a request's namespace field means for

@@ -33,13 +33,16 @@ func (s *Server) ListNamespaces(ctx context.Context, _ *nsbrokerv1.ListNamespace
 
 // GetNamespace describes one attached namespace.
 func (s *Server) GetNamespace(ctx context.Context, req *nsbrokerv1.GetNamespaceRequest) (*nsbrokerv1.Namespace, error) {
-	_, name, err := s.authorizeNamespace(ctx, rpcGetNamespace, req.GetNamespace())
+	_, id, name, err := s.authorizeNamespace(ctx, rpcGetNamespace, req.GetNamespace())
 	if err != nil {
 		return nil, err
 	}
 	in, err := s.b.Get(name)
 	if err != nil {
 		return nil, ToStatus(err)
+	}
+	if !visible(id, in) { // attached anew since resolve looked
+		return nil, notFound(name)
 	}
 	return s.namespace(in), nil
 }
@@ -126,7 +129,7 @@ func failedAttach(st *status.Status) *nsbrokerv1.AttachResult {
 
 // DetachNamespace detaches a namespace (admin only).
 func (s *Server) DetachNamespace(ctx context.Context, req *nsbrokerv1.DetachNamespaceRequest) (*nsbrokerv1.DetachNamespaceResponse, error) {
-	_, name, err := s.authorizeNamespace(ctx, rpcDetachNamespace, req.GetNamespace())
+	_, _, name, err := s.authorizeNamespace(ctx, rpcDetachNamespace, req.GetNamespace())
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 
 // Echo sends a payload to the module in a namespace.
 func (s *Server) Echo(ctx context.Context, req *nsbrokerv1.EchoRequest) (*nsbrokerv1.EchoResponse, error) {
-	_, name, err := s.authorizeNamespace(ctx, rpcEcho, req.GetNamespace())
+	ctx, _, name, err := s.authorizeNamespace(ctx, rpcEcho, req.GetNamespace())
 	if err != nil {
 		return nil, err
 	}
@@ -26,7 +26,7 @@ func (s *Server) Echo(ctx context.Context, req *nsbrokerv1.EchoRequest) (*nsbrok
 
 // Publish multicasts a payload to a group of a namespace.
 func (s *Server) Publish(ctx context.Context, req *nsbrokerv1.PublishRequest) (*nsbrokerv1.PublishResponse, error) {
-	id, name, err := s.authorizeNamespace(ctx, rpcPublish, req.GetNamespace())
+	ctx, id, name, err := s.authorizeNamespace(ctx, rpcPublish, req.GetNamespace())
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,7 @@ func (s *Server) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.Publ
 	if err != nil {
 		return err
 	}
-	p := newStreamPublisher(ctx, s.b)
+	p := newStreamPublisher(pinned(ctx, id), s.b)
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -102,7 +102,7 @@ func (s *Server) PublishStream(stream grpc.ClientStreamingServer[nsbrokerv1.Publ
 // goroutine (send) sends what has been queued in batches, another
 // (settle) reads the replies in order and counts them.
 type streamPublisher struct {
-	ctx      context.Context
+	ctx      context.Context // the stream's, pinned to its tenant's namespace
 	b        *broker.Broker
 	queue    chan queuedPublish // received, not yet sent
 	inflight chan sentBatch     // sent, oldest first
@@ -209,7 +209,7 @@ func (p *streamPublisher) send() {
 			for ; i < len(batch) && batch[i].name == name; i++ {
 				pubs = append(pubs, batch[i].pub)
 			}
-			pend, err := p.b.PublishBatch(name, pubs)
+			pend, err := p.b.PublishBatch(p.ctx, name, pubs)
 			sb.pend = append(sb.pend, pend...)
 			sb.err = err
 		}
@@ -264,6 +264,9 @@ func (s *Server) Stats(ctx context.Context, req *nsbrokerv1.StatsRequest) (*nsbr
 		if err != nil {
 			return nil, ToStatus(err)
 		}
+		if !visible(id, in) { // attached anew since resolve looked
+			return nil, notFound(name)
+		}
 		infos = append(infos, in)
 	} else {
 		for _, in := range s.b.List() {
@@ -275,7 +278,9 @@ func (s *Server) Stats(ctx context.Context, req *nsbrokerv1.StatsRequest) (*nsbr
 	resp := &nsbrokerv1.StatsResponse{}
 	for _, in := range infos {
 		ns := &nsbrokerv1.NamespaceStats{Namespace: in.Name, Daemon: daemonCountersToProto(in)}
-		st, err := s.b.Stats(ctx, in.Name)
+		// The counters of the namespace described, even if its name
+		// was attached anew since.
+		st, err := s.b.Stats(broker.WithNamespaceID(ctx, in.ID), in.Name)
 		switch {
 		case err == nil:
 			ns.Kernel = kernelCountersToProto(st)

@@ -20,7 +20,7 @@ import (
 // shuts down).
 func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerStreamingServer[nsbrokerv1.SubscribeResponse]) error {
 	ctx := stream.Context()
-	id, name, err := s.authorizeNamespace(ctx, rpcSubscribe, req.GetNamespace())
+	ctx, id, name, err := s.authorizeNamespace(ctx, rpcSubscribe, req.GetNamespace())
 	if err != nil {
 		return err
 	}
