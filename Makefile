@@ -1,10 +1,10 @@
 # nsbroker: top-level build and test.
 #
 #   make demo      nsbrokerd, three tenants and the isolation check in the VM
-#   make test      everything CI runs: lint, host tests, module checks and the
-#                  VM suites on each kernel of the matrix (Debian's 6.1, 6.12
-#                  and 7.x, and the debug kernel), and the module's netlink
-#                  fuzzer
+#   make test      everything CI runs: lint, host tests, the module's checks
+#                  and the VM suites on Debian's 6.1, 6.12 and 7.x kernels,
+#                  the VM suites on the debug kernel, and the module's
+#                  netlink fuzzer
 #   make vmtest    the in-kernel suites in a QEMU guest (see test/netns/README.md)
 #   make bench     what the broker costs over the bare kernel and gRPC paths (VM)
 #   make vmtest KERNEL=debug   the VM suites on a KASAN/lockdep/kmemleak kernel
