@@ -1,17 +1,21 @@
 # nsbroker: top-level build and test.
 #
 #   make demo      nsbrokerd, three tenants and the isolation check in the VM
-#   make test      everything CI runs: lint, host tests, module checks, the VM
-#                  suites on the Debian kernel and on the debug kernel, and
-#                  the module's netlink fuzzer
+#   make test      everything CI runs: lint, host tests, the module's checks
+#                  and the VM suites on Debian's 6.1, 6.12 and 7.x kernels,
+#                  the VM suites on the debug kernel, and the module's
+#                  netlink fuzzer
 #   make vmtest    the in-kernel suites in a QEMU guest (see test/netns/README.md)
 #   make bench     what the broker costs over the bare kernel and gRPC paths (VM)
 #   make vmtest KERNEL=debug   the VM suites on a KASAN/lockdep/kmemleak kernel
+#   make vmtest KERNEL=6.12    ... on Debian 13's kernel; KERNEL=7: Debian
+#                  unstable's (mk/kernels.mk; kmod and kmod-check take KERNEL= too)
 #   make fuzzmodule  the module's netlink fuzzer on that kernel
 #   make fuzz      every Go fuzz target for FUZZTIME (default 60s) each
 #   make kmod      build kmod/nsbroker.ko against the installed cloud kernel
 #   make checkpatch  checkpatch.pl --strict on kmod/ (make -C kmod style)
 #   make spec-check  kmod/nsbroker.yaml against the kernel's netlink-raw schema
+#   make kmod-check  the module with sparse and W=1, warnings are errors
 #   make proto     regenerate the gRPC code from proto/ (pinned generators)
 
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
@@ -27,6 +31,7 @@ include mk/demo.mk
 include mk/packaging.mk
 include mk/bench.mk
 include mk/debug.mk
+include mk/kernels.mk
 
 .PHONY: all deps build kmod lint gotest kmod-check checkpatch spec-check test fuzz clean proto proto-check
 
@@ -57,8 +62,13 @@ deps:
 build:
 	$(GO) build ./...
 
-kmod:
+# KERNEL=6.12 or 7: in that kernel's chroot, from a copy in .build/kmod-KERNEL.
+kmod: kernel-setup
+ifneq ($(filter $(CHROOT_KERNELS),$(KERNEL)),)
+	$(call kmod_in_chroot,modules)
+else
 	$(MAKE) -C kmod KDIR=$(or $(KDIR),$(CLOUD_KDIR))
+endif
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -69,8 +79,12 @@ lint:
 gotest:
 	$(GO) test -race -count=1 ./...
 
-kmod-check:
+kmod-check: kernel-setup
+ifneq ($(filter $(CHROOT_KERNELS),$(KERNEL)),)
+	$(call kmod_in_chroot,check)
+else
 	$(MAKE) -C kmod check KDIR=$(or $(KDIR),$(CLOUD_KDIR))
+endif
 
 # checkpatch.pl from Debian's linux-source-6.12, which mk/deps.sh installs.
 checkpatch:
@@ -96,9 +110,14 @@ test:
 	@$(TIMED) kmod-check $(MAKE) --no-print-directory kmod-check
 	@$(TIMED) checkpatch $(MAKE) --no-print-directory checkpatch
 	@$(TIMED) spec-check $(MAKE) --no-print-directory spec-check
+	@$(TIMED) kernel-chroots $(MAKE) --no-print-directory kernels
+	@$(TIMED) kmod-check-6.12 $(MAKE) --no-print-directory kmod-check KERNEL=6.12
+	@$(TIMED) kmod-check-7 $(MAKE) --no-print-directory kmod-check KERNEL=7
 	@$(TIMED) packaging-check $(MAKE) --no-print-directory packaging-check
 	@$(TIMED) fuzz-smoke $(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	@$(TIMED) vmtest $(MAKE) --no-print-directory vmtest
+	@$(TIMED) vmtest-6.12 $(MAKE) --no-print-directory vmtest KERNEL=6.12 VM_BUILD=$(CURDIR)/.build/vm-6.12
+	@$(TIMED) vmtest-7 $(MAKE) --no-print-directory vmtest KERNEL=7 VM_BUILD=$(CURDIR)/.build/vm-7
 	@$(TIMED) debug-kernel $(MAKE) --no-print-directory debugkernel
 	@$(TIMED) debug-vmtest $(MAKE) --no-print-directory vmtest KERNEL=debug VM_BUILD=$(CURDIR)/.build/vm-debug
 	@$(TIMED) fuzz-module $(MAKE) --no-print-directory fuzzmodule VM_BUILD=$(CURDIR)/.build/vm-fuzz

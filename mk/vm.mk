@@ -26,7 +26,7 @@ VM_EXTRA ?=
 VM_CMD ?=
 # Seconds for the whole boot and run, and for each test binary.
 VM_TIMEOUT ?= 900
-VM_TEST_TIMEOUT ?= 300
+VM_TEST_TIMEOUT ?= 600
 # Print every line the guest wrote, not only test results and failures.
 VM_VERBOSE ?=
 # Extended regex of kernel log lines that must not fail the run.
@@ -39,9 +39,14 @@ VM_BUILD ?= $(CURDIR)/.build/vm
 
 # The kernel: empty means the newest installed Debian cloud kernel
 # (/boot/vmlinuz-<version>-cloud-amd64 and /lib/modules/<version>/build).
-# Set both to boot another one, e.g. a debug build.
+# Set both to boot another one, e.g. a debug build; KERNEL= (mk/kernels.mk)
+# names the kernels of the test matrix. With KERNEL_CHROOT the module is
+# built in that chroot, KDIR a path in it; KERNEL_MODULES is where the
+# kernel's own modules are (default /lib/modules/<release>).
 KERNEL_IMAGE ?=
 KDIR ?=
+KERNEL_CHROOT ?=
+KERNEL_MODULES ?=
 QEMU_MEM ?= 2048
 QEMU_SMP ?= 2
 # Added to the guest kernel's command line, e.g. tsc=reliable clocksource=tsc.
@@ -50,7 +55,8 @@ VM_KERNEL_ARGS ?=
 VM_SCRIPT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../test/netns/vm/vmtest.sh)
 VM_SETTINGS := VM_PKGS VM_BINS VM_GO_INSTALL VM_RUN VM_TESTARGS VM_EXTRA VM_CMD VM_TIMEOUT \
 	VM_TEST_TIMEOUT VM_VERBOSE VM_KLOG_IGNORE VM_KMOD_DIR VM_KMOD_ARGS \
-	VM_BUILD KERNEL_IMAGE KDIR QEMU_MEM QEMU_SMP VM_KERNEL_ARGS
+	VM_BUILD KERNEL_IMAGE KDIR KERNEL_CHROOT KERNEL_MODULES QEMU_MEM QEMU_SMP \
+	VM_KERNEL_ARGS
 
 # Single-quote a value for the shell, so commands and patterns pass intact.
 vm_quote = '$(subst ','\'',$(1))'

@@ -24,6 +24,8 @@ REPO_ROOT=$(cd "$VM_DIR/../../.." && pwd)
 : "${VM_BUILD:=$REPO_ROOT/.build/vm}"
 : "${KERNEL_IMAGE=}"
 : "${KDIR=}"
+: "${KERNEL_CHROOT=}"
+: "${KERNEL_MODULES=}"
 : "${QEMU_MEM:=2048}"
 : "${QEMU_SMP:=2}"
 : "${VM_KERNEL_ARGS=}"
@@ -31,6 +33,8 @@ REPO_ROOT=$(cd "$VM_DIR/../../.." && pwd)
 # The module's name; the guest loads it from $GUEST_MODULE.
 readonly MODULE_NAME=nsbroker
 readonly GUEST_MODULE=/kmod/$MODULE_NAME.ko
+# Runs the module's build in a kernel's chroot (KERNEL_CHROOT).
+readonly KERNELS_SCRIPT=$REPO_ROOT/test/netns/kernels/setup.sh
 
 # shellcheck source=test/netns/vm/lib/common.sh
 source "$VM_DIR/lib/common.sh"

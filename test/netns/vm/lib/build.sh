@@ -14,9 +14,16 @@ build_module() {
 	mkdir -p "$src"
 	cp -r "$VM_KMOD_DIR"/. "$src"/
 	make -C "$src" clean >/dev/null 2>&1 || true
-	log "[module] make -C $VM_KMOD_DIR KDIR=$KDIR (in $src)"
-	make -C "$src" KDIR="$KDIR" >"$build_log" 2>&1 ||
-		{ show_log_tail "$build_log" 60; die "module build failed"; }
+	if [[ -n $KERNEL_CHROOT ]]; then
+		# The kernel's kbuild binaries and compiler need its suite's libc.
+		log "[module] make -C $VM_KMOD_DIR KDIR=$KDIR (in $src, in the chroot $KERNEL_CHROOT)"
+		"$KERNELS_SCRIPT" --run-in "$KERNEL_CHROOT" "$src" -- make KDIR="$KDIR" >"$build_log" 2>&1 ||
+			{ show_log_tail "$build_log" 60; die "module build failed"; }
+	else
+		log "[module] make -C $VM_KMOD_DIR KDIR=$KDIR (in $src)"
+		make -C "$src" KDIR="$KDIR" >"$build_log" 2>&1 ||
+			{ show_log_tail "$build_log" 60; die "module build failed"; }
+	fi
 	if grep -q 'warning:' "$build_log"; then
 		log "[module] compiler warnings:"
 		grep -A3 'warning:' "$build_log" | sed 's/^/  /'

@@ -42,9 +42,14 @@ newest_cloud_kernel() {
 }
 
 # Set KERNEL_IMAGE, KDIR, KERNEL_RELEASE and VETH_MODULE (empty if the kernel
-# has veth built in or not at all).
+# has veth built in or not at all). With KERNEL_CHROOT, KDIR is a path in
+# that chroot, where the module is built.
 resolve_kernel() {
 	local release
+	if [[ -n $KERNEL_CHROOT ]]; then
+		[[ -d $KERNEL_CHROOT && -n $KDIR && -n $KERNEL_IMAGE ]] ||
+			die "KERNEL_CHROOT=$KERNEL_CHROOT needs KERNEL_IMAGE and KDIR (a path in the chroot)"
+	fi
 	if [[ -z $KERNEL_IMAGE && -z $KDIR ]]; then
 		release=$(newest_cloud_kernel)
 		KERNEL_IMAGE=/boot/vmlinuz-$release
@@ -53,9 +58,9 @@ resolve_kernel() {
 		die "set both KERNEL_IMAGE and KDIR to boot another kernel (or neither for the cloud kernel)"
 	fi
 	[[ -r $KERNEL_IMAGE ]] || die "kernel image $KERNEL_IMAGE is not readable"
-	KERNEL_RELEASE=$(kernel_release "$KDIR")
+	KERNEL_RELEASE=$(kernel_release "$KERNEL_CHROOT$KDIR")
 	VETH_MODULE=$(find_veth_module)
-	log "kernel $KERNEL_RELEASE: $KERNEL_IMAGE, module built against $KDIR"
+	log "kernel $KERNEL_RELEASE: $KERNEL_IMAGE, module built against $KDIR${KERNEL_CHROOT:+ in the chroot $KERNEL_CHROOT}"
 }
 
 # The release string modules built in a kernel build dir carry (Debian's
@@ -67,15 +72,15 @@ kernel_release() {
 }
 
 find_veth_module() {
-	local candidate
-	for candidate in "/lib/modules/$KERNEL_RELEASE/kernel/drivers/net/veth.ko"{,.xz,.zst,.gz} \
-		"$KDIR/drivers/net/veth.ko"; do
+	local candidate modules=${KERNEL_MODULES:-/lib/modules/$KERNEL_RELEASE}
+	for candidate in "$modules/kernel/drivers/net/veth.ko"{,.xz,.zst,.gz} \
+		"$KERNEL_CHROOT$KDIR/drivers/net/veth.ko"; do
 		if [[ -f $candidate ]]; then
 			printf '%s\n' "$candidate"
 			return
 		fi
 	done
-	if grep -qs '^CONFIG_VETH=y' "$KDIR/.config"; then
+	if grep -qs '^CONFIG_VETH=y' "$KERNEL_CHROOT$KDIR/.config"; then
 		note "veth is built into $KERNEL_RELEASE" >&2
 	else
 		note "no veth.ko for $KERNEL_RELEASE; tests that need veth pairs will fail" >&2
