@@ -454,6 +454,19 @@ func (b *Broker) lookupIn(ctx context.Context, name string) (*nsConn, error) {
 	return c, nil
 }
 
+// Do runs fn on a thread inside the namespace attached under name (see
+// WithNamespaceID for ctx), entered through the broker's own handle: the
+// namespace it holds, not one opened again by its path, which may since
+// name another namespace or none. A namespace detached meanwhile is not
+// entered (nsmgr.Namespace.Do).
+func (b *Broker) Do(ctx context.Context, name string, fn func() error) error {
+	c, err := b.lookupIn(ctx, name)
+	if err != nil {
+		return opError("enter", name, err)
+	}
+	return c.ns.Do(fn)
+}
+
 // Get describes one attached namespace.
 func (b *Broker) Get(name string) (Info, error) {
 	c, err := b.lookup(name)

@@ -781,6 +781,19 @@ func TestPinnedToNamespace(t *testing.T) {
 	if _, err := b.PublishBatch(pinned, names[0], []Publication{{Group: 1}}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("pinned PublishBatch: %v, want ErrNotFound", err)
 	}
+	ran := false
+	if err := b.Do(pinned, names[0], func() error { ran = true; return nil }); !errors.Is(err, ErrNotFound) || ran {
+		t.Fatalf("pinned Do: %v, ran %v; want ErrNotFound, not run", err, ran)
+	}
+	var inside nsmgr.ID
+	if err := b.Do(WithNamespaceID(ctx, second.ID), names[0], func() error {
+		var st unix.Stat_t
+		err := unix.Stat("/proc/thread-self/ns/net", &st)
+		inside = nsmgr.ID{Dev: st.Dev, Ino: st.Ino}
+		return err
+	}); err != nil || inside != second.ID {
+		t.Fatalf("Do in the namespace the name now names: ran in %v (%v), want %v", inside, err, second.ID)
+	}
 	if _, err := b.Echo(WithNamespaceID(ctx, second.ID), names[0], []byte("x")); err != nil {
 		t.Fatalf("Echo pinned to the namespace the name now names: %v", err)
 	}

@@ -39,13 +39,14 @@ type localSockets struct {
 	dir  string // the filesystem sockets' directory; "" for none
 	log  *slog.Logger
 
-	serve    func(net.Listener)              // serves a listener until it is closed
-	gauge    func(open int)                  // reports how many abstract sockets are open
-	squatted func(name string, on bool)      // reports a taken name
-	changed  func(name string)               // reports any change of state
-	store    func(fdname string, f *os.File) // hands a listener to the fd store; nil for none
-	unstore  func(fdname string)             // takes it back out
-	inherit  *inherited                      // listeners of the previous daemon; may be nil
+	enter    func(in broker.Info, fn func() error) error // runs fn inside the attached namespace in
+	serve    func(net.Listener)                          // serves a listener until it is closed
+	gauge    func(open int)                              // reports how many abstract sockets are open
+	squatted func(name string, on bool)                  // reports a taken name
+	changed  func(name string)                           // reports any change of state
+	store    func(fdname string, f *os.File)             // hands a listener to the fd store; nil for none
+	unstore  func(fdname string)                         // takes it back out
+	inherit  *inherited                                  // listeners of the previous daemon; may be nil
 
 	mu     sync.Mutex // guards the fields below
 	open   map[string]*localSocket
@@ -89,6 +90,7 @@ func (s *localSocket) listeners() []namedListener {
 func newLocalSockets(name, dir string, log *slog.Logger) *localSockets {
 	return &localSockets{
 		name: name, dir: dir, log: log,
+		enter: func(broker.Info, func() error) error { return errors.New("local sockets: no way into the namespaces") },
 		serve: func(net.Listener) {}, gauge: func(int) {}, squatted: func(string, bool) {}, changed: func(string) {},
 		open: make(map[string]*localSocket),
 	}
@@ -154,7 +156,7 @@ func (ls *localSockets) openAbstract(name string, s *localSocket) {
 	in := broker.Info{Name: name, ID: s.id, Ref: s.ref}
 	ln, err := ls.inherit.takeAbstract(s.id, ls.name)
 	if ln == nil && err == nil {
-		ln, err = listenIn(in, func() (*net.UnixListener, error) { return listenUnix(ls.name) })
+		ln, err = ls.listenIn(in, func() (*net.UnixListener, error) { return listenUnix(ls.name) })
 	}
 	log := ls.log.With("namespace", name)
 	ls.mu.Lock()
@@ -180,7 +182,7 @@ func (ls *localSockets) openAbstract(name string, s *localSocket) {
 		s.logged = ""
 	case errors.Is(err, unix.EADDRINUSE):
 		s.state = nsbrokerv1.LocalSocket_STATE_TAKEN
-		cred, perr := peerOf(in, ls.name)
+		cred, perr := ls.peerOf(in, ls.name)
 		if perr != nil {
 			s.reason = fmt.Sprintf("%s is taken by another process (its credentials: %v)", ls.name, perr)
 		} else {
@@ -297,30 +299,12 @@ func (ls *localSockets) notifyStore(s *localSocket) {
 	}
 }
 
-// openNS opens the namespace in describes, checking it is still that one.
-func openNS(in broker.Info) (*nsmgr.Namespace, error) {
-	ns, err := nsmgr.Open(in.Ref)
-	if err != nil {
-		return nil, err
-	}
-	if ns.ID() != in.ID {
-		ns.Close()
-		return nil, fmt.Errorf("%s is now namespace %s, not the attached %s", in.Ref, ns.ID(), in.ID)
-	}
-	return ns, nil
-}
-
 // listenIn runs listen on a thread inside the namespace in describes:
 // a socket belongs to the network namespace of the thread that creates
 // it.
-func listenIn(in broker.Info, listen func() (*net.UnixListener, error)) (*net.UnixListener, error) {
-	ns, err := openNS(in)
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Close()
+func (ls *localSockets) listenIn(in broker.Info, listen func() (*net.UnixListener, error)) (*net.UnixListener, error) {
 	var ln *net.UnixListener
-	err = ns.Do(func() error {
+	err := ls.enter(in, func() error {
 		var err error
 		ln, err = listen()
 		return err
@@ -342,14 +326,9 @@ func listenUnix(addr string) (*net.UnixListener, error) {
 
 // peerOf connects to the abstract socket name inside the namespace in
 // and returns the credentials of the process that listens on it.
-func peerOf(in broker.Info, name string) (*unix.Ucred, error) {
-	ns, err := openNS(in)
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Close()
+func (ls *localSockets) peerOf(in broker.Info, name string) (*unix.Ucred, error) {
 	var cred *unix.Ucred
-	err = ns.Do(func() error {
+	err := ls.enter(in, func() error {
 		c, err := net.DialTimeout("unix", name, time.Second)
 		if err != nil {
 			return err
@@ -409,7 +388,7 @@ func (ls *localSockets) listenFile(in broker.Info) (*net.UnixListener, string, e
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, "", err
 	}
-	ln, err := listenIn(in, func() (*net.UnixListener, error) { return listenUnix(path) })
+	ln, err := ls.listenIn(in, func() (*net.UnixListener, error) { return listenUnix(path) })
 	if err != nil {
 		return nil, "", err
 	}

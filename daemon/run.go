@@ -275,6 +275,10 @@ func (d *daemon) refused(r server.Refusal) {
 // newLocalSockets returns the namespaces' local sockets as configured.
 func (d *daemon) newLocalSockets() *localSockets {
 	ls := newLocalSockets(d.cfg.LocalSocket, d.cfg.runPath(d.cfg.FileSocketDir), d.log)
+	// The namespace the broker holds, only while the name still names it.
+	ls.enter = func(in broker.Info, fn func() error) error {
+		return d.b.Do(broker.WithNamespaceID(context.Background(), in.ID), in.Name, fn)
+	}
 	ls.serve = func(l net.Listener) { d.g.Serve(d.budget.Gate(l)) } // ends when the socket is closed
 	ls.gauge = func(n int) { d.m.local.Set(float64(n)) }
 	ls.squatted = d.m.squat
