@@ -659,7 +659,9 @@ func (b *Broker) recover() {
 	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.RetryInterval)
 	defer t.Stop()
-	var seenID uint64 // module identity at the last look
+	// The module's identity at the last look; the first is now, before
+	// any dial read the unit, so that it does not count as a reload.
+	seenID, _ := b.cfg.ModuleIdentity()
 	for {
 		select {
 		case <-b.done:
