@@ -1,6 +1,7 @@
 package family
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -123,7 +124,7 @@ func BenchmarkRealSocketRoundTrip(b *testing.B) {
 				b.Fatal(err)
 			}
 			_, err = c.nc.Receive()
-			if r, ok := rejection(err); !ok || r.Seq != m.Header.Sequence {
+			if oe := (*netlink.OpError)(nil); !errors.As(err, &oe) || oe.Sequence != m.Header.Sequence {
 				b.Fatalf("want the rejection of seq %d, got %v", m.Header.Sequence, err)
 			}
 		}

@@ -8,9 +8,11 @@ import (
 	"testing"
 
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
-// loopback is a fake kernel that is safe for concurrent use, unlike nltest:
+// loopback is a fake kernel that is safe for concurrent use, unlike
+// NewFakeConn's:
 // Send answers each echo request at once into a queue that Receive reads.
 type loopback struct {
 	t    *testing.T
@@ -64,6 +66,18 @@ func (l *loopback) Receive() ([]netlink.Message, error) {
 	return nil, nil
 }
 
+// ReceiveDatagram is Receive as the datagram a socket would read.
+func (l *loopback) ReceiveDatagram() ([]byte, uint32, error) {
+	select {
+	case m := <-l.out:
+		m.Header.Length = uint32(nlmsgAlign(unix.NLMSG_HDRLEN + len(m.Data)))
+		b, err := m.MarshalBinary()
+		return b, 0, err
+	case <-l.done:
+		return nil, 0, net.ErrClosed
+	}
+}
+
 func (l *loopback) Close() error {
 	l.once.Do(func() { close(l.done) })
 	return nil
@@ -90,7 +104,7 @@ func decodeEchoRequest(b []byte) ([]byte, error) {
 func TestConcurrentSendReceive(t *testing.T) {
 	const senders, perSender = 8, 200
 	lb := newLoopback(t)
-	c := NewConn(netlink.NewConn(lb, 1))
+	c := NewDatagramConn(netlink.NewConn(lb, 1), lb)
 	defer c.Close()
 
 	received := make(map[uint32][]byte)

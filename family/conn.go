@@ -187,7 +187,12 @@ func dial(unit int, cfg *Config) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("nsbroker: connect to the kernel: %w", err)
 	}
-	return NewConn(nc), nil
+	c, err := newConn(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("nsbroker: %w", err)
+	}
+	return c, nil
 }
 
 // connectKernel connects the socket to the kernel's (port id 0, no
@@ -227,19 +232,14 @@ func setReadBuffer(nc *netlink.Conn, n int) error {
 	return nc.SetReadBuffer(n)
 }
 
-// NewConn wraps an open netlink connection, for example a fake from
-// mdlayher/netlink/nltest. Dial is what programs use.
-//
-// Over a real socket, Receive checks each datagram's source, as it does
-// for Dial's. A fake one reached through netlink.Conn cannot say who sent
-// a datagram, so everything it delivers counts as the kernel's; a fake
-// that can say is a DatagramReader, for NewDatagramConn.
-func NewConn(nc *netlink.Conn) *Conn {
-	c := &Conn{nc: nc}
-	if rc, err := nc.SyscallConn(); err == nil {
-		c.raw = rc
+// newConn wraps the netlink connection of a real socket, which Receive
+// reads and checks datagram by datagram.
+func newConn(nc *netlink.Conn) (*Conn, error) {
+	rc, err := nc.SyscallConn()
+	if err != nil {
+		return nil, err
 	}
-	return c
+	return &Conn{nc: nc, raw: rc}, nil
 }
 
 // NewDatagramConn wraps a netlink connection over a fake socket that says
@@ -441,61 +441,21 @@ func (c *Conn) nextSeq() uint32 {
 // net.ErrClosed after Close; and with ErrForged when it dropped a datagram
 // that another socket sent, not the kernel (the socket stays usable).
 func (c *Conn) Receive() ([]Message, error) {
-	if c.raw != nil || c.dgram != nil {
-		var b []byte
-		var from uint32
-		var err error
-		if c.raw != nil {
-			b, from, err = readDatagram(c.raw)
-		} else {
-			b, from, err = c.dgram.ReceiveDatagram()
-		}
-		if err != nil {
-			return nil, c.closedError("receive", fmt.Errorf("nsbroker receive: %w", err))
-		}
-		if from != 0 {
-			return nil, fmt.Errorf("%w: source port id %d", ErrForged, from)
-		}
-		return decodeDatagram(b)
+	var b []byte
+	var from uint32
+	var err error
+	if c.raw != nil {
+		b, from, err = readDatagram(c.raw)
+	} else {
+		b, from, err = c.dgram.ReceiveDatagram()
 	}
-	nms, err := c.nc.Receive()
 	if err != nil {
-		if m, ok := rejection(err); ok {
-			return []Message{m}, nil
-		}
-		return nil, c.closedError("receive", err)
+		return nil, c.closedError("receive", fmt.Errorf("nsbroker receive: %w", err))
 	}
-	msgs := make([]Message, 0, len(nms))
-	for _, nm := range nms {
-		msgs = append(msgs, decodeMessage(nm))
+	if from != 0 {
+		return nil, fmt.Errorf("%w: source port id %d", ErrForged, from)
 	}
-	return msgs, nil
-}
-
-// rejection converts the error netlink.Conn.Receive makes of an NLMSG_ERROR
-// datagram into a Message. Such an error holds the errno itself and the
-// request's sequence number, never zero from Send; a failed recvmsg has
-// sequence number zero. The module sends every reply in a datagram of its
-// own, so nothing else is lost with the error.
-func rejection(err error) (Message, bool) {
-	var oe *netlink.OpError
-	if !errors.As(err, &oe) || oe.Sequence == 0 {
-		return Message{}, false
-	}
-	errno, ok := oe.Err.(unix.Errno)
-	if !ok {
-		return Message{}, false
-	}
-	return Message{
-		Seq:  oe.Sequence,
-		Type: unix.NLMSG_ERROR,
-		Err: &Error{
-			Errno:   errno,
-			Message: oe.Message,
-			Offset:  oe.Offset,
-			Seq:     oe.Sequence,
-		},
-	}, true
+	return decodeDatagram(b)
 }
 
 // decodeMessage decodes one received message by its type. Payloads alias

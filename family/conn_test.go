@@ -12,16 +12,15 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/netlink/nltest"
 	"golang.org/x/sys/unix"
 )
 
 // dialFake returns a Conn to a fake kernel: handle gets every request and
 // returns the messages the kernel would send back, and for a Receive with
 // nothing pending (a multicast wait) it gets an empty request slice.
-func dialFake(t *testing.T, handle nltest.Func) *Conn {
+func dialFake(t *testing.T, handle FakeKernel) *Conn {
 	t.Helper()
-	c := NewConn(nltest.Dial(handle))
+	c := NewFakeConn(handle)
 	t.Cleanup(func() { c.Close() })
 	return c
 }

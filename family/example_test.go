@@ -6,15 +6,14 @@ import (
 	"log"
 
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/netlink/nltest"
 	"github.com/nsbroker/nsbroker/family"
 )
 
 // A Conn on a fake kernel: code that talks to the module can be tested
 // without it. The fake answers echo requests as the module in namespace
 // 4026531840 would.
-func ExampleNewConn() {
-	nc := nltest.Dial(func(reqs []netlink.Message) ([]netlink.Message, error) {
+func ExampleNewFakeConn() {
+	c := family.NewFakeConn(func(reqs []netlink.Message) ([]netlink.Message, error) {
 		req := reqs[0]
 		ad, err := netlink.NewAttributeDecoder(req.Data[family.HeaderLen:])
 		if err != nil {
@@ -33,7 +32,6 @@ func ExampleNewConn() {
 		h := netlink.Header{Type: req.Header.Type, Sequence: req.Header.Sequence}
 		return []netlink.Message{{Header: h, Data: body}}, nil
 	})
-	c := family.NewConn(nc)
 	defer c.Close()
 
 	r, err := c.Echo([]byte("hello"))
