@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // loopback is a fake kernel that is safe for concurrent use, unlike
@@ -70,8 +69,7 @@ func (l *loopback) Receive() ([]netlink.Message, error) {
 func (l *loopback) ReceiveDatagram() ([]byte, uint32, error) {
 	select {
 	case m := <-l.out:
-		m.Header.Length = uint32(nlmsgAlign(unix.NLMSG_HDRLEN + len(m.Data)))
-		b, err := m.MarshalBinary()
+		b, err := marshalMessage(m)
 		return b, 0, err
 	case <-l.done:
 		return nil, 0, net.ErrClosed

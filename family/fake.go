@@ -112,12 +112,18 @@ func (s *fakeSocket) ReceiveDatagram() ([]byte, uint32, error) {
 	}
 	var b []byte
 	for _, m := range d.msgs {
-		m.Header.Length = uint32(nlmsgAlign(unix.NLMSG_HDRLEN + len(m.Data)))
-		mb, err := m.MarshalBinary()
+		mb, err := marshalMessage(m)
 		if err != nil {
 			return nil, 0, err
 		}
 		b = append(b, mb...)
 	}
 	return b, 0, nil
+}
+
+// marshalMessage is m as the kernel writes it into a datagram, its length
+// filled in.
+func marshalMessage(m netlink.Message) ([]byte, error) {
+	m.Header.Length = uint32(nlmsgAlign(unix.NLMSG_HDRLEN + len(m.Data)))
+	return m.MarshalBinary()
 }

@@ -166,14 +166,12 @@ func shutOutError(id Identity, d time.Duration) error {
 		id.Peer, tenantLabel(id), d.Round(time.Millisecond), RefusalBurst, limitShutOut)
 }
 
-// Gate makes l, a listener from NamespaceListener or TenantListener,
-// accept nothing while its tenant is shut out. Other listeners are
-// returned as they are.
+// Gate makes l, a listener from NamespaceListener or TenantListener not
+// yet served, accept nothing while its tenant is shut out, and returns
+// it. Other listeners are returned as they are.
 func (b *Budget) Gate(l net.Listener) net.Listener {
-	tl, ok := l.(*tenantListener)
-	if !ok {
-		return l
+	if tl, ok := l.(*tenantListener); ok {
+		tl.gate, tl.done = b.shutOuts.left, make(chan struct{})
 	}
-	return &tenantListener{Listener: tl.Listener, namespace: tl.namespace, want: tl.want, refused: tl.refused,
-		gate: b.shutOuts.left, done: make(chan struct{})}
+	return l
 }

@@ -302,11 +302,11 @@ const (
 // request rate, and holds a request slot until the rpc ends or, for a
 // streaming rpc, until it has a stream slot (streamSlot).
 func (b *Budget) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
-	id, ok := IdentityFromContext(ctx)
+	ai, ok := peerAuth(ctx)
 	if !ok {
 		return ctx, status.Error(codes.Unauthenticated, "the connection has no nsbroker identity")
 	}
-	ai, _ := peerAuth(ctx)
+	id := ai.Identity
 	if ai.guard.shut() {
 		// What was read before the connection was closed for its
 		// refusals: refused again, without counting.
