@@ -1,11 +1,12 @@
 // Package daemontest runs the real nsbrokerd binary for the in-guest
 // suites: started with its admin socket in a temporary directory, ready
 // once it says READY=1 on $NOTIFY_SOCKET as it does to a service manager,
-// its log printed when the test fails.
+// the end of its log printed when the test fails.
 package daemontest
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -139,7 +140,7 @@ func (d *Daemon) Stop(t *testing.T, timeout time.Duration) {
 // startReaped starts cmd (name in the log) and reaps it on a goroutine of
 // its own: *waitErr is set, and then exited closed, once it has exited. A
 // process still running when the test ends is killed, and a failed test
-// shows what it wrote to log.
+// shows the last logTail lines it wrote to log.
 func startReaped(t *testing.T, name string, cmd *exec.Cmd, log *SyncBuffer, waitErr *error, exited chan struct{}) {
 	t.Helper()
 	if err := cmd.Start(); err != nil {
@@ -157,7 +158,25 @@ func startReaped(t *testing.T, name string, cmd *exec.Cmd, log *SyncBuffer, wait
 			<-exited
 		}
 		if t.Failed() {
-			t.Logf("%s (pid %d) log:\n%s", name, cmd.Process.Pid, log)
+			t.Logf("%s (pid %d) log:\n%s", name, cmd.Process.Pid, tail(log.String(), logTail))
 		}
 	})
+}
+
+// logTail is how many of a process's last log lines a failed test shows:
+// enough for what led up to the failure, few enough that the test's own
+// messages are not lost in the output above it.
+const logTail = 200
+
+// tail is the last n lines of log, after a line that says how many it
+// leaves out.
+func tail(log string, n int) string {
+	lines := strings.SplitAfter(log, "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	if len(lines) <= n {
+		return log
+	}
+	return fmt.Sprintf("(first %d lines omitted)\n%s", len(lines)-n, strings.Join(lines[len(lines)-n:], ""))
 }
