@@ -3,8 +3,9 @@
 # PID 1 of the test VM (busybox sh). Sets the machine up, loads the module,
 # runs each test binary and the extra command, and writes everything to the
 # results port (the second serial port), framed by "@@vmtest" marker lines
-# that test/netns/vm/report.awk reads. Then reboots: QEMU runs with
-# -no-reboot, so that ends it (poweroff would halt a kernel without ACPI).
+# that the host's report program (test/netns/vm/report) reads. Then reboots:
+# QEMU runs with -no-reboot, so that ends it (poweroff would halt a kernel
+# without ACPI).
 
 PATH=/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
 HOME=/root

@@ -47,11 +47,13 @@ list_test_packages() {
 }
 
 # Build one static test binary per package into $VM_BUILD/tests/<name>/,
-# with the package's testdata, and set TEST_NAMES (in run order).
+# with the package's testdata, and set TEST_NAMES (in run order); first the
+# host's half, the program that reads what they write.
 build_test_binaries() {
 	local out=$VM_BUILD/tests packages pkg dir count name build_log
 	local -A taken=()
 	TEST_NAMES=()
+	build_report_program
 	rm -rf "$out"
 	mkdir -p "$out"
 	packages=$(list_test_packages) || die "go list failed for VM_PKGS='$VM_PKGS'"
@@ -79,6 +81,17 @@ build_test_binaries() {
 		TEST_NAMES+=("$name")
 	done <<<"$packages"
 	((${#TEST_NAMES[@]} > 0)) || note "no test binaries to run (VM_PKGS='$VM_PKGS')"
+}
+
+# Build the program that turns what the guest wrote into the report
+# (test/netns/vm/report) into $VM_BUILD/report and set REPORT_PROGRAM:
+# before the boot, so that a broken build costs no run.
+build_report_program() {
+	local build_log=$VM_BUILD/logs/report.log
+	REPORT_PROGRAM=$VM_BUILD/report
+	log "[tests] ./test/netns/vm/report -> $REPORT_PROGRAM (on the host: reads the results)"
+	go build -o "$REPORT_PROGRAM" ./test/netns/vm/report >"$build_log" 2>&1 ||
+		{ show_log_tail "$build_log" 60; die "building the report program failed"; }
 }
 
 # Build each command VM_BINS names, static, into $VM_BUILD/bin/ (installed

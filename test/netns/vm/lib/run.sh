@@ -117,7 +117,7 @@ add_failure() {
 	FAILURES+=("$1")
 }
 
-# Steps the guest must run, in order, as report.awk names them.
+# Steps the guest must run, in order, as the guest and the report name them.
 expected_steps() {
 	local name steps=(insmod)
 	for name in "${TEST_NAMES[@]}"; do
@@ -128,13 +128,17 @@ expected_steps() {
 	printf '%s\n' "${steps[*]}"
 }
 
+# Report what the guest wrote (with the program REPORT_PROGRAM, which
+# also writes the kernel log, the counts and the failures' summary), then
+# judge the kernel log and how the guest ended. The summary comes last,
+# before the totals, where a short tail of the output still shows it.
 report_results() {
-	local counts=$VM_BUILD/counts.txt passed skipped finished
+	local counts=$VM_BUILD/counts.txt summary=$VM_BUILD/summary.txt passed skipped finished verbose=()
 	FAILURES=()
 	log "results:"
-	VMTEST_STEPS=$(expected_steps) VMTEST_EXTRA_LABEL="extra: $VM_CMD" \
-		VMTEST_VERBOSE=$VM_VERBOSE VMTEST_KLOG=$VM_BUILD/kernel.log VMTEST_COUNTS=$counts \
-		awk -f "$VM_DIR/report.awk" "$RESULTS_FILE"
+	[[ -z $VM_VERBOSE ]] || verbose=(-verbose)
+	"$REPORT_PROGRAM" -steps "$(expected_steps)" -extra-label "extra: $VM_CMD" "${verbose[@]}" \
+		-klog "$VM_BUILD/kernel.log" -counts "$counts" -summary "$summary" "$RESULTS_FILE"
 	{
 		read -r passed FAILED skipped finished TAINTED
 		mapfile -t FAILURES
@@ -152,6 +156,7 @@ report_results() {
 		fi
 		add_failure "guest stopped"
 	fi
+	cat "$summary"
 	print_stage_times
 	((FAILED == 0)) || log "failed: $(printf '%s; ' "${FAILURES[@]}" | sed 's/; $//')"
 	log "$passed passed, $FAILED failed, $skipped skipped"
