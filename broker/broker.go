@@ -512,7 +512,17 @@ func (b *Broker) Publish(ctx context.Context, name string, group uint32, payload
 
 // Stats returns the module's counters for the namespace.
 func (b *Broker) Stats(ctx context.Context, name string) (*family.Stats, error) {
-	return requestReply[family.Stats](ctx, b, "stats", name, family.MsgStats, family.EncodeStats())
+	c, err := b.lookupIn(ctx, name)
+	if err != nil {
+		return nil, opError("stats", name, err)
+	}
+	// Through the shared socket: a stats rpc asks every attached
+	// namespace, and must not open a request socket in each.
+	st, err := c.stats(ctx, c.current())
+	if err != nil {
+		return nil, opError("stats", name, err)
+	}
+	return st, nil
 }
 
 // requestReply sends a request to the named namespace and returns its

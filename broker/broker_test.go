@@ -292,6 +292,7 @@ func TestSlowSubscriberDoesNotDelayFastOne(t *testing.T) {
 func TestDetachFailsInFlightRequests(t *testing.T) {
 	b, k, names, inums := fakeSetup(t, 1, nil)
 	k.HoldReplies(inums[0], 1000) // never answered
+	sent, _ := k.Requests(inums[0])
 	errs := make(chan error, 10)
 	for range 10 {
 		go func() {
@@ -305,7 +306,9 @@ func TestDetachFailsInFlightRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitPending(t, b, names[0], 10)
+	// One waits on the request socket, the others on the shared one.
+	waitPending(t, b, names[0], 9)
+	waitUntil(t, func() bool { d, _ := k.Requests(inums[0]); return d >= sent+10 })
 	if err := b.Detach(names[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -596,6 +599,14 @@ func TestReplyLostInOverrunFailsRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.HoldReplies(inums[0], 1000) // the reply never comes
+	// The request socket busy: the request takes the shared one, which
+	// the overrun hits.
+	c, err := b.lookup(names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.reqMu.Lock()
+	defer c.reqMu.Unlock()
 	errc := make(chan error, 1)
 	go func() {
 		_, err := b.Echo(context.Background(), names[0], nil)

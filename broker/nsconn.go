@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,6 +94,16 @@ type nsConn struct {
 	subs   map[*subscriber]struct{}
 	// down says whether this namespace counts in Broker.unavailable.
 	down bool
+
+	// reqMu is held by the one request that uses the request socket;
+	// another request meanwhile takes the shared socket (requestDirect).
+	reqMu sync.Mutex
+	// reqConn is the request socket, nil until the namespace's first
+	// request, and again once closed; reqEpoch, guarded by reqMu, is the
+	// epoch it was opened in. It is replaced under reqMu and closed
+	// without it (disconnect, close), which ends a Receive in progress.
+	reqConn  atomic.Pointer[family.Conn]
+	reqEpoch uint64
 }
 
 func newNSConn(b *Broker, name string, ns *nsmgr.Namespace) *nsConn {
@@ -269,6 +280,7 @@ func (c *nsConn) disconnect(conn *family.Conn, why error) {
 	}
 	c.mu.Unlock()
 	conn.Close()
+	c.closeRequestSocket()
 	c.b.notify(NamespaceUnavailable, c, why)
 	c.b.kickRecovery()
 }
@@ -316,6 +328,7 @@ func (c *nsConn) close(why error) {
 	if dialing != nil {
 		dialing.Close()
 	}
+	c.closeRequestSocket()
 	c.ns.Close()
 }
 
@@ -556,12 +569,133 @@ func (c *nsConn) dispatch(conn *family.Conn, ev *family.Event) {
 	}
 }
 
-// request sends one request and waits for its reply.
+// current is the namespace's connection, nil unless StateReady.
+func (c *nsConn) current() *family.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn
+}
+
+// request sends a request and returns its reply: on the namespace's
+// request socket if no other request is using it, else on the shared one.
 func (c *nsConn) request(ctx context.Context, typ uint16, data []byte) (family.Message, error) {
 	c.mu.Lock()
-	conn := c.conn
+	conn, epoch := c.conn, c.epoch
 	c.mu.Unlock()
+	if conn != nil && c.reqMu.TryLock() {
+		m, done, err := c.requestDirect(ctx, epoch, typ, data)
+		c.reqMu.Unlock()
+		if done {
+			return m, err
+		}
+	}
 	return c.requestOn(ctx, conn, typ, data)
+}
+
+// A request through the shared socket costs two hand-offs between
+// goroutines: the reader, woken by the poller, receives the reply and
+// passes it to the waiting request. Each is a wake-up of a parked thread,
+// and together they are most of a request's cost in the daemon. The
+// module handles a request while it is being sent, so a socket that
+// receives nothing else already holds the reply when sendmsg returns:
+// on its request socket a request is sent and its reply read by the
+// caller's own goroutine. The socket joins no group and is connected to
+// the kernel, so nothing else arrives on it. It is opened at the
+// namespace's first request, not at attach: most attached namespaces
+// may never get one.
+
+// requestTimeout bounds how long a request waits for its reply on the
+// request socket when its context has no earlier deadline; the module
+// answers while the request is sent, so only a reply it could not
+// allocate is ever waited for.
+const requestTimeout = 10 * time.Second
+
+// requestDirect sends the request on the request socket of epoch,
+// opening it first if need be, and reads the reply; reqMu is held. done
+// is false when the request was not sent (no request socket could be
+// opened, or the send failed): the shared socket then takes it, and says
+// what is wrong.
+func (c *nsConn) requestDirect(ctx context.Context, epoch uint64, typ uint16, data []byte) (m family.Message, done bool, err error) {
+	rc := c.reqConn.Load()
+	if rc != nil && c.reqEpoch != epoch {
+		c.dropRequestSocket(rc) // opened before a reconnect
+		rc = nil
+	}
+	if rc == nil {
+		if rc = c.openRequestSocket(epoch); rc == nil {
+			return family.Message{}, false, nil
+		}
+	}
+	deadline := time.Now().Add(requestTimeout)
+	d, byCtx := ctx.Deadline()
+	if byCtx = byCtx && d.Before(deadline); byCtx {
+		deadline = d
+	}
+	if err := rc.SetReadDeadline(deadline); err != nil {
+		c.dropRequestSocket(rc)
+		return family.Message{}, false, nil
+	}
+	m, err = rc.Request(typ, data)
+	if err == nil {
+		return m, true, m.Err
+	}
+	c.dropRequestSocket(rc)
+	if !errors.Is(err, family.ErrNoReply) {
+		return family.Message{}, false, nil
+	}
+	if byCtx && errors.Is(err, os.ErrDeadlineExceeded) {
+		<-ctx.Done() // its deadline has passed: at once
+	}
+	if ctx.Err() != nil {
+		return family.Message{}, true, ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed != nil {
+		return family.Message{}, true, fmt.Errorf("%w: %w", ErrDetached, c.closed)
+	}
+	if c.conn == nil {
+		return family.Message{}, true, fmt.Errorf("%w: %v", ErrUnavailable, c.reason)
+	}
+	return family.Message{}, true, fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// openRequestSocket opens the request socket for epoch; reqMu is held. It
+// returns nil if it cannot, or if the namespace was detached or
+// reconnected meanwhile.
+func (c *nsConn) openRequestSocket(epoch uint64) *family.Conn {
+	rc, err := c.b.dialConn(c.ns)
+	if err != nil {
+		return nil
+	}
+	c.reqConn.Store(rc)
+	c.reqEpoch = epoch
+	// disconnect and close clear conn (or set closed) before they close
+	// the request socket: one of them either sees it stored or is seen
+	// here.
+	c.mu.Lock()
+	stale := c.closed != nil || c.conn == nil || c.epoch != epoch
+	c.mu.Unlock()
+	if stale {
+		c.dropRequestSocket(rc)
+		return nil
+	}
+	return rc
+}
+
+// dropRequestSocket closes rc if it is still the request socket.
+func (c *nsConn) dropRequestSocket(rc *family.Conn) {
+	if c.reqConn.CompareAndSwap(rc, nil) {
+		rc.Close()
+	}
+}
+
+// closeRequestSocket closes the request socket, if there is one, ending a
+// request in progress on it.
+func (c *nsConn) closeRequestSocket() {
+	if rc := c.reqConn.Swap(nil); rc != nil {
+		rc.Close()
+	}
 }
 
 func (c *nsConn) requestOn(ctx context.Context, conn *family.Conn, typ uint16, data []byte) (family.Message, error) {

@@ -524,16 +524,21 @@ func (c *Conn) Groups() (*GroupSeqs, error) {
 	return roundTrip[GroupSeqs](c, "groups", MsgGroups, EncodeGroups())
 }
 
-// roundTrip sends one request and reads until its reply, skipping events,
-// late replies to requests whose caller gave up (a read deadline) and
-// datagrams not from the kernel.
-func roundTrip[T any](c *Conn, op string, typ uint16, data []byte) (*T, error) {
+// Request sends one request of type typ with body data and reads until
+// its reply, skipping events, late replies to requests whose caller gave
+// up (a read deadline) and datagrams not from the kernel. The module
+// handles a request while it is being sent, so on a socket with nothing
+// else to read the reply is there when Request starts reading: the caller
+// gets it without waiting for another goroutine. A rejection is the
+// reply's Err, as Receive reports it; the error is the socket's, and
+// matches ErrNoReply once the request was sent.
+func (c *Conn) Request(typ uint16, data []byte) (Message, error) {
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
 
 	seq, err := c.Send(typ, 0, data)
 	if err != nil {
-		return nil, fmt.Errorf("nsbroker %s: %w", op, err)
+		return Message{}, err
 	}
 	for {
 		msgs, err := c.Receive()
@@ -541,24 +546,32 @@ func roundTrip[T any](c *Conn, op string, typ uint16, data []byte) (*T, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("nsbroker %s: %w", op, err)
+			return Message{}, fmt.Errorf("%w: %w", ErrNoReply, err)
 		}
 		for _, m := range msgs {
-			if m.Seq != seq {
-				continue
+			if m.Seq == seq {
+				return m, nil
 			}
-			if e, ok := m.Err.(*Error); ok {
-				e.Op = op
-				return nil, e
-			}
-			if m.Err != nil {
-				return nil, m.Err
-			}
-			r, ok := m.Reply.(*T)
-			if !ok {
-				return nil, fmt.Errorf("nsbroker %s: reply has message type %#x, want %#x", op, m.Type, typ)
-			}
-			return r, nil
 		}
 	}
+}
+
+// roundTrip is Request for a reply of type *T.
+func roundTrip[T any](c *Conn, op string, typ uint16, data []byte) (*T, error) {
+	m, err := c.Request(typ, data)
+	if err != nil {
+		return nil, fmt.Errorf("nsbroker %s: %w", op, err)
+	}
+	if e, ok := m.Err.(*Error); ok {
+		e.Op = op
+		return nil, e
+	}
+	if m.Err != nil {
+		return nil, m.Err
+	}
+	r, ok := m.Reply.(*T)
+	if !ok {
+		return nil, fmt.Errorf("nsbroker %s: reply has message type %#x, want %#x", op, m.Type, typ)
+	}
+	return r, nil
 }

@@ -45,6 +45,12 @@ var (
 	// bypassing the module. Only the kernel speaks for the module. The
 	// socket stays usable.
 	ErrForged = errors.New("nsbroker: datagram not sent by the kernel")
+
+	// ErrNoReply is the error with which Request reports that it sent
+	// the request but read no reply (a read deadline, a closed socket):
+	// the module may have handled it. An error of Request that does not
+	// match it means the request was not sent.
+	ErrNoReply = errors.New("nsbroker: request sent, no reply read")
 )
 
 // GroupRangeError is the one error for a multicast group outside

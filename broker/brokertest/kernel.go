@@ -225,6 +225,8 @@ type fakeSock struct {
 	overrun bool
 	closed  bool
 	wake    chan struct{}
+	// deadline, if set, ends a receive that waits past it.
+	deadline time.Time
 }
 
 // datagram is one queued datagram (the module's hold one message each)
@@ -399,11 +401,43 @@ func (s *fakeSock) next() (datagram, error) {
 			s.k.mu.Unlock()
 			return d, nil
 		}
-		wake := s.wake
+		wake, deadline := s.wake, s.deadline
 		s.k.mu.Unlock()
-		<-wake
+		if deadline.IsZero() {
+			<-wake
+			continue
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return datagram{}, os.ErrDeadlineExceeded
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
+
+// SetReadDeadline makes a receive that waits past t fail with an error
+// matching os.ErrDeadlineExceeded; the zero time waits for ever.
+func (s *fakeSock) SetReadDeadline(t time.Time) error {
+	s.k.mu.Lock()
+	s.deadline = t
+	s.k.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}: // a receive waiting looks again
+	default:
+	}
+	return nil
+}
+
+// SetWriteDeadline does nothing: a send never waits.
+func (s *fakeSock) SetWriteDeadline(time.Time) error { return nil }
+
+// SetDeadline is SetReadDeadline.
+func (s *fakeSock) SetDeadline(t time.Time) error { return s.SetReadDeadline(t) }
 
 // ReceiveDatagram is what family.Conn reads: the next datagram, encoded,
 // and its sender's port id.
