@@ -42,8 +42,20 @@ func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 			return err
 		})).P50us
 	}
+	idle, err := moduleInstances(e.unit)
+	if err != nil {
+		t.Fatalf("the module's instance count: %v", err)
+	}
 	for _, n := range counts {
 		s := Scale{N: n}
+		// The echo with one attached is a baseline only once the kernel
+		// has torn down the previous count's namespaces, which it does
+		// in the background after they are deleted.
+		if took, err := awaitInstances(e.unit, idle, teardownLimit); err != nil {
+			t.Logf("scale %d: %v; measuring anyway", n, err)
+		} else if took > time.Second {
+			t.Logf("scale %d: the previous namespaces' teardown took %v more", n, took.Round(time.Millisecond))
+		}
 		s.EchoOneP50us = echo()
 		if err := scaleOnce(t, e, admin, n, &s, echo); err != nil {
 			s.Err = err.Error()
@@ -214,4 +226,42 @@ func statusKiB(path, key string) int64 {
 		}
 	}
 	return 0
+}
+
+// teardownLimit bounds the wait for the kernel to tear down a scale
+// run's namespaces.
+const teardownLimit = 10 * time.Minute
+
+// moduleInstances is the module's count of live per-namespace instances,
+// asked in the initial namespace.
+func moduleInstances(unit int) (uint32, error) {
+	c, err := family.Dial(&family.Config{Unit: unit})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	st, err := c.Stats()
+	if err != nil {
+		return 0, err
+	}
+	return st.Instances, nil
+}
+
+// awaitInstances waits until the module has at most want instances, and
+// says how long that took.
+func awaitInstances(unit int, want uint32, limit time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		got, err := moduleInstances(unit)
+		if err != nil {
+			return time.Since(start), err
+		}
+		if got <= want {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > limit {
+			return time.Since(start), fmt.Errorf("%d module instances after %v, want %d", got, limit, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
