@@ -39,14 +39,15 @@ type localSockets struct {
 	dir  string // the filesystem sockets' directory; "" for none
 	log  *slog.Logger
 
-	enter    func(in broker.Info, fn func() error) error // runs fn inside the attached namespace in
-	serve    func(net.Listener)                          // serves a listener until it is closed
-	gauge    func(open int)                              // reports how many abstract sockets are open
-	squatted func(name string, on bool)                  // reports a taken name
-	changed  func(name string)                           // reports any change of state
-	store    func(fdname string, f *os.File)             // hands a listener to the fd store; nil for none
-	unstore  func(fdname string)                         // takes it back out
-	inherit  *inherited                                  // listeners of the previous daemon; may be nil
+	enter    func(in broker.Info, fn func() error) error                    // runs fn inside the attached namespace in
+	serve    func(*net.UnixListener, func(net.Listener) net.Listener) error // serves a listener through a chain (server.Acceptor.Add)
+	unserve  func(*net.UnixListener)                                        // stops serving it, before it is closed
+	gauge    func(open int)                                                 // reports how many abstract sockets are open
+	squatted func(name string, on bool)                                     // reports a taken name
+	changed  func(name string)                                              // reports any change of state
+	store    func(fdname string, f *os.File)                                // hands a listener to the fd store; nil for none
+	unstore  func(fdname string)                                            // takes it back out
+	inherit  *inherited                                                     // listeners of the previous daemon; may be nil
 
 	mu     sync.Mutex // guards the fields below
 	open   map[string]*localSocket
@@ -90,8 +91,9 @@ func (s *localSocket) listeners() []namedListener {
 func newLocalSockets(name, dir string, log *slog.Logger) *localSockets {
 	return &localSockets{
 		name: name, dir: dir, log: log,
-		enter: func(broker.Info, func() error) error { return errors.New("local sockets: no way into the namespaces") },
-		serve: func(net.Listener) {}, gauge: func(int) {}, squatted: func(string, bool) {}, changed: func(string) {},
+		enter:   func(broker.Info, func() error) error { return errors.New("local sockets: no way into the namespaces") },
+		serve:   func(*net.UnixListener, func(net.Listener) net.Listener) error { return nil },
+		unserve: func(*net.UnixListener) {}, gauge: func(int) {}, squatted: func(string, bool) {}, changed: func(string) {},
 		open: make(map[string]*localSocket),
 	}
 }
@@ -144,10 +146,21 @@ func (ls *localSockets) ensure(in broker.Info) {
 }
 
 // serveOn serves ln as the tenant listener of the namespace in.
-func (ls *localSockets) serveOn(in broker.Info, s *localSocket, ln net.Listener) {
+func (ls *localSockets) serveOn(in broker.Info, s *localSocket, ln *net.UnixListener) {
 	log := ls.log.With("namespace", in.Name)
 	refused := func(err error) { log.Warn("local socket: connection from another namespace refused", "err", err) }
-	go ls.serve(server.NamespaceListener(&trackingListener{Listener: ln, conns: &s.conns}, in.Name, in.ID, refused))
+	err := ls.serve(ln, func(l net.Listener) net.Listener {
+		return server.NamespaceListener(&trackingListener{Listener: l, conns: &s.conns}, in.Name, in.ID, refused)
+	})
+	if err != nil {
+		log.Warn("local socket not served", "addr", ln.Addr().String(), "err", err)
+	}
+}
+
+// closeListener stops serving ln and closes it.
+func (ls *localSockets) closeListener(ln *net.UnixListener) {
+	ls.unserve(ln)
+	ln.Close()
 }
 
 // openAbstract tries to listen on the abstract name inside s's namespace
@@ -441,10 +454,10 @@ func (ls *localSockets) close(name string, grace time.Duration) bool {
 	}
 	ls.squatted(name, false)
 	if s.abstract != nil {
-		s.abstract.Close()
+		ls.closeListener(s.abstract)
 	}
 	if s.file != nil {
-		s.file.Close()
+		ls.closeListener(s.file)
 		os.Remove(s.path)
 		os.Remove(filepath.Dir(s.path))
 	}
@@ -505,10 +518,10 @@ func (ls *localSockets) stopAll(keepFiles bool) {
 	for name, s := range all {
 		ls.squatted(name, false)
 		if s.abstract != nil {
-			s.abstract.Close()
+			ls.closeListener(s.abstract)
 		}
 		if s.file != nil {
-			s.file.Close()
+			ls.closeListener(s.file)
 			if !keepFiles {
 				os.Remove(s.path)
 				os.Remove(filepath.Dir(s.path))

@@ -74,11 +74,12 @@ type daemon struct {
 	tls     *tlsSetup // nil without TCP
 	tcp     connSet   // the TCP listener's connections
 
-	serving     sync.WaitGroup // the fixed listeners' serve loops
-	serveErr    chan error     // a serve loop that failed
-	metricsHTTP *http.Server   // nil without metrics
-	local       *localSockets  // nil without local sockets
-	state       *stateFile     // nil without a state file
+	serving     sync.WaitGroup   // the fixed listeners' serve loops
+	serveErr    chan error       // a serve loop that failed
+	metricsHTTP *http.Server     // nil without metrics
+	local       *localSockets    // nil without local sockets
+	acceptor    *server.Acceptor // accepts on every namespace's local sockets
+	state       *stateFile       // nil without a state file
 	srv         *server.Server
 	budget      *server.Budget
 
@@ -107,11 +108,19 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	d.state = newStateFile(cfg.StateFile, d.b, d.log)
 	d.m = newMetrics(d.b)
 	d.health = newHealthServer()
+	if d.acceptor, err = server.NewAcceptor(); err != nil {
+		return err
+	}
 	d.local = d.newLocalSockets()
 	stopping, beginStop := context.WithCancel(context.Background())
 	defer beginStop()
 	d.g = d.newGRPCServer(stopping)
 	defer d.g.Stop() // after a failed start; a no-op after GracefulStop
+	// The namespaces' local sockets are served as each opens, through
+	// one acceptor; gRPC's stop closes it.
+	d.serveErr = make(chan error, 4)
+	d.serveOn("local", d.acceptor, d.g.Serve)
+	defer d.acceptor.Close() // after a failed start
 
 	pred, err := d.inheritSockets()
 	if err != nil {
@@ -223,18 +232,20 @@ func (d *daemon) handedOverNow() bool {
 	}
 }
 
+// serveOn serves l with fn on a goroutine of its own, until it is closed.
+func (d *daemon) serveOn(name string, l net.Listener, fn func(net.Listener) error) {
+	d.serving.Add(1)
+	go func() {
+		defer d.serving.Done()
+		if err := fn(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, http.ErrServerClosed) {
+			d.serveErr <- fmt.Errorf("%s listener: %w", name, err)
+		}
+	}()
+}
+
 // serve serves the fixed listeners, each on its own goroutine.
 func (d *daemon) serve(lis *listeners) {
-	d.serveErr = make(chan error, 3)
-	serve := func(name string, l net.Listener, fn func(net.Listener) error) {
-		d.serving.Add(1)
-		go func() {
-			defer d.serving.Done()
-			if err := fn(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, http.ErrServerClosed) {
-				d.serveErr <- fmt.Errorf("%s listener: %w", name, err)
-			}
-		}()
-	}
+	serve := d.serveOn
 	if lis.metrics != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(d.m.reg, promhttp.HandlerOpts{Registry: d.m.reg}))
@@ -279,7 +290,10 @@ func (d *daemon) newLocalSockets() *localSockets {
 	ls.enter = func(in broker.Info, fn func() error) error {
 		return d.b.Do(broker.WithNamespaceID(context.Background(), in.ID), in.Name, fn)
 	}
-	ls.serve = func(l net.Listener) { d.g.Serve(d.budget.Gate(l)) } // ends when the socket is closed
+	ls.serve = func(ln *net.UnixListener, wrap func(net.Listener) net.Listener) error {
+		return d.acceptor.Add(ln, func(l net.Listener) net.Listener { return d.budget.Gate(wrap(l)) })
+	}
+	ls.unserve = d.acceptor.Remove
 	ls.gauge = func(n int) { d.m.local.Set(float64(n)) }
 	ls.squatted = d.m.squat
 	ls.changed = func(name string) { d.srv.LocalSocketChanged(name) }

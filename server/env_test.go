@@ -42,6 +42,7 @@ type env struct {
 	names map[string]string           // attach name by label
 	admin string                      // admin socket path
 	tcp   string                      // TCP address
+	acc   *Acceptor                   // serves the local sockets, as the daemon's does
 
 	mu      sync.Mutex // guards tenants
 	tenants TenantMap
@@ -159,7 +160,20 @@ func (e *env) serveLocal(label string) {
 	if err != nil {
 		e.t.Fatalf("listen on %s in namespace %s: %v", localSocket, label, err)
 	}
-	e.serve(e.srv.Budget().Gate(TenantListener(l, e.names[label])))
+	if e.acc == nil {
+		acc, err := NewAcceptor()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.acc = acc
+		e.serve(acc)
+	}
+	err = e.acc.Add(l.(*net.UnixListener), func(fed net.Listener) net.Listener {
+		return e.srv.Budget().Gate(TenantListener(fed, e.names[label]))
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // client connects with the given options and closes when the test ends.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -144,7 +145,35 @@ func NamespaceListener(l net.Listener, namespace string, netns nsmgr.ID, refused
 }
 
 // Accept returns the next connection, tagged with the tenant's Identity.
+// While the tenant is shut out it accepts nothing: the tenant's next
+// connections wait in the backlog, and past it the kernel turns them
+// away.
 func (l *tenantListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.accept()
+		var so shutOutWait
+		if !errors.As(err, &so) {
+			return c, err
+		}
+		select {
+		case <-time.After(so.left):
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
+}
+
+// shutOutWait is what accept returns, having closed the connection, when
+// the listener's tenant is shut out for left more.
+type shutOutWait struct{ left time.Duration }
+
+func (e shutOutWait) Error() string {
+	return fmt.Sprintf("the tenant is shut out for %v", e.left)
+}
+
+// accept returns the next connection of the wrapped listener that is the
+// namespace's tenant's, tagged, or a shutOutWait.
+func (l *tenantListener) accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -173,16 +202,8 @@ func (l *tenantListener) Accept() (net.Conn, error) {
 		id := Identity{Role: RoleTenant, Tenant: l.namespace, Namespaces: []string{l.namespace}, Peer: peer, netns: netns}
 		if l.gate != nil {
 			if d := l.gate(id.key()); d > 0 {
-				// Accept nothing until the shut-out ends: the
-				// tenant's next connections wait in the backlog,
-				// and past it the kernel turns them away.
 				c.Close()
-				select {
-				case <-time.After(d):
-				case <-l.done:
-					return nil, net.ErrClosed
-				}
-				continue
+				return nil, shutOutWait{d}
 			}
 		}
 		return &taggedConn{Conn: c, id: id}, nil
