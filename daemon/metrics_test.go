@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -195,5 +196,48 @@ func TestIntegrationMetrics(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestMetricsForget: forgetting a namespace deletes each series it has,
+// of every vector, and only its own.
+func TestMetricsForget(t *testing.T) {
+	m := newMetrics(nil)
+	for _, ns := range []string{"red", "blue"} {
+		m.track(ns)
+		m.started("/nsbroker.v1.Broker/Echo", ns)
+		m.finished("/nsbroker.v1.Broker/Echo", ns, codes.NotFound, time.Millisecond)
+		m.finished("/nsbroker.v1.Broker/Publish", ns, codes.ResourceExhausted, time.Millisecond)
+		m.squat(ns, true)
+		var delivered prometheus.Counter
+		m.sent(&nsbrokerv1.SubscribeResponse{Item: &nsbrokerv1.SubscribeResponse_Event{Event: &nsbrokerv1.Event{Namespace: ns}}}, &delivered)
+		m.sent(&nsbrokerv1.SubscribeResponse{Item: &nsbrokerv1.SubscribeResponse_Gap{Gap: &nsbrokerv1.Gap{
+			Namespace: ns, Reason: nsbrokerv1.LossReason_LOSS_REASON_QUEUE_FULL, FromSeq: 1, ToSeq: 3}}}, &delivered)
+	}
+	series := func(ns string) int {
+		n := 0
+		for _, c := range []prometheus.Collector{m.requests, m.errors, m.duration, m.delivered, m.gaps, m.lost, m.squatted} {
+			ch := make(chan prometheus.Metric, 64)
+			c.Collect(ch)
+			close(ch)
+			for metric := range ch {
+				var pb dto.Metric
+				metric.Write(&pb)
+				for _, l := range pb.GetLabel() {
+					if l.GetName() == "namespace" && l.GetValue() == ns {
+						n++
+					}
+				}
+			}
+		}
+		return n
+	}
+	// requests 1, errors 2, duration 2, delivered 1, gaps 1, lost 1, squatted 1
+	if red, blue := series("red"), series("blue"); red != 9 || blue != 9 {
+		t.Fatalf("series before forget: red %d, blue %d; want 9 each", red, blue)
+	}
+	m.forget("red")
+	if red, blue := series("red"), series("blue"); red != 0 || blue != 9 {
+		t.Fatalf("series after forgetting red: red %d, blue %d; want 0 and 9", red, blue)
 	}
 }
