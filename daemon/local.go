@@ -49,9 +49,10 @@ type localSockets struct {
 	unstore  func(fdname string)                                            // takes it back out
 	inherit  *inherited                                                     // listeners of the previous daemon; may be nil
 
-	mu     sync.Mutex // guards the fields below
-	open   map[string]*localSocket
-	frozen bool // handing over: open nothing new
+	mu        sync.Mutex // guards the fields below
+	open      map[string]*localSocket
+	abstracts int  // the open sockets that have their abstract socket, for the gauge
+	frozen    bool // handing over: open nothing new
 }
 
 // localSocket is what the daemon holds for one attached namespace.
@@ -186,6 +187,7 @@ func (ls *localSockets) openAbstract(name string, s *localSocket) {
 	case err == nil:
 		s.abstract, s.state, s.reason = ln, nsbrokerv1.LocalSocket_STATE_OPEN, ""
 		ls.serveOn(in, s, ln)
+		ls.abstracts++
 		ls.lockedGauge()
 		if was == nsbrokerv1.LocalSocket_STATE_TAKEN || was == nsbrokerv1.LocalSocket_STATE_FAILED {
 			log.Info("local socket open at last", "socket", ls.name, "was", s.logged)
@@ -446,6 +448,9 @@ const connGrace = time.Second
 func (ls *localSockets) close(name string, grace time.Duration) bool {
 	ls.mu.Lock()
 	s, ok := ls.open[name]
+	if ok && s.abstract != nil {
+		ls.abstracts--
+	}
 	delete(ls.open, name)
 	ls.lockedGauge()
 	ls.mu.Unlock()
@@ -474,15 +479,9 @@ func (ls *localSockets) close(name string, grace time.Duration) bool {
 	return true
 }
 
-func (ls *localSockets) lockedGauge() {
-	n := 0
-	for _, s := range ls.open {
-		if s.abstract != nil {
-			n++
-		}
-	}
-	ls.gauge(n)
-}
+// lockedGauge reports the open abstract sockets. (Counted as they open
+// and close: counting them here made attaching n namespaces cost n².)
+func (ls *localSockets) lockedGauge() { ls.gauge(ls.abstracts) }
 
 // has reports whether name has its sockets, in which namespace.
 func (ls *localSockets) has(name string) (nsmgr.ID, bool) {
@@ -513,6 +512,7 @@ func (ls *localSockets) stopAll(keepFiles bool) {
 	ls.mu.Lock()
 	all := ls.open
 	ls.open = make(map[string]*localSocket)
+	ls.abstracts = 0
 	ls.lockedGauge()
 	ls.mu.Unlock()
 	for name, s := range all {

@@ -188,7 +188,8 @@ func TestIntegrationMetrics(t *testing.T) {
 	if _, err := sub.Recv(); err == nil {
 		t.Errorf("Subscribe after detach: want the stream ended, got an item")
 	}
-	for fam, mf := range scrape(t, d) {
+	after := scrape(t, d)
+	for fam, mf := range after {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "namespace" && l.GetValue() == name {
@@ -196,6 +197,9 @@ func TestIntegrationMetrics(t *testing.T) {
 				}
 			}
 		}
+	}
+	if m, ok := sample(after, "nsbroker_local_sockets", map[string]string{}); !ok || value(m) != 0 {
+		t.Errorf("nsbroker_local_sockets after the detach: want 0, got %v", m)
 	}
 }
 
