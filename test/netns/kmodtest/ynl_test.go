@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsbroker/nsbroker/internal/testenv"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsbroker/nsbroker/internal/testenv"
 )
 
 // Where the VM harness installs the kernel's ynl CLI (tools/net/ynl of
@@ -69,10 +71,23 @@ func ynlSetup(t *testing.T, unit int) string {
 
 // ynlCmd is ynl run in namespace ns (through nsenter and the namespace's
 // handle), with the spec and the kernel's schema, printing JSON.
-func ynlCmd(ctx context.Context, ns netns.NsHandle, spec string, args ...string) *exec.Cmd {
+//
+// The child gets a duplicate of the handle: an *os.File made from the
+// handle itself would close it when the garbage collector finalizes the
+// File, and the next command's /proc/self/fd/3 would then be whatever
+// reused the number (nsenter: "can't reassociate to namespace 'net':
+// Invalid argument").
+func ynlCmd(ctx context.Context, t *testing.T, ns netns.NsHandle, spec string, args ...string) *exec.Cmd {
+	t.Helper()
+	fd, err := unix.FcntlInt(uintptr(ns), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("duplicate the namespace handle: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), "netns")
+	t.Cleanup(func() { f.Close() })
 	args = append([]string{"--net=/proc/self/fd/3", ynlCommand, "--spec", spec, "--schema", ynlSchema, "--output-json"}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
-	cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(ns), "netns")}
+	cmd.ExtraFiles = []*os.File{f}
 	return cmd
 }
 
@@ -86,7 +101,7 @@ func ynlDo(t *testing.T, ns netns.NsHandle, spec, op string, req map[string]any)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()
-	cmd := ynlCmd(ctx, ns, spec, "--do", op, "--json", string(js))
+	cmd := ynlCmd(ctx, t, ns, spec, "--do", op, "--json", string(js))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -176,7 +191,7 @@ func TestIntegrationYNL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(sleep)*time.Second+2*time.Minute)
 	defer cancel()
 	for _, tn := range tenants {
-		tn.sub = ynlCmd(ctx, tn.ns, spec, "--subscribe", fmt.Sprintf("group-%d", group), "--sleep", strconv.Itoa(sleep))
+		tn.sub = ynlCmd(ctx, t, tn.ns, spec, "--subscribe", fmt.Sprintf("group-%d", group), "--sleep", strconv.Itoa(sleep))
 		tn.sub.Stdout, tn.sub.Stderr = &tn.out, &tn.out
 		if err := tn.sub.Start(); err != nil {
 			t.Fatalf("start ynl --subscribe in %s: %v", tn.name, err)
@@ -234,7 +249,7 @@ func TestIntegrationYNL(t *testing.T) {
 	}
 
 	// A request the module refuses: ynl fails and says why.
-	out, err := ynlCmd(ctx, tenants[0].ns, spec, "--do", "publish", "--json", `{"version": 1, "group": 33}`).CombinedOutput()
+	out, err := ynlCmd(ctx, t, tenants[0].ns, spec, "--do", "publish", "--json", `{"version": 1, "group": 33}`).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "out of range") {
 		t.Errorf("ynl --do publish to group 33: want a failure naming ERANGE, got %v:\n%s", err, out)
 	}
