@@ -88,7 +88,7 @@ main() {
 	run_stage tests build_test_binaries
 	run_stage bins build_guest_programs
 	run_stage initramfs pack_initramfs
-	run_stage boot+run boot_guest
+	run_stage boot+run boot_guest_retrying
 	report_results
 }
 
