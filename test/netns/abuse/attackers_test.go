@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,9 +190,7 @@ func (h *h2conn) request(path string, extra []hpack.HeaderField, body []byte) er
 	} {
 		h.enc.WriteField(f)
 	}
-	for _, f := range extra {
-		h.enc.WriteField(f)
-	}
+	writeFields(h.enc, &h.hbuf, extra)
 	const maxFrame = 16384
 	block := h.hbuf.Bytes()
 	id := h.next
@@ -213,6 +212,34 @@ func (h *h2conn) request(path string, extra []hpack.HeaderField, body []byte) er
 	binary.BigEndian.PutUint32(msg[1:5], uint32(len(body)))
 	copy(msg[5:], body)
 	return h.fr.WriteData(id, true, msg)
+}
+
+// writeFields HPACK-encodes fields into buf, which enc writes to, as
+// enc.WriteField would one after another, at the cost of one WriteField
+// per run of equal fields rather than one per field: the encoder hashes
+// each field's value to look it up, which for the header floods'
+// thousands of 2-3 KB values costs the attacker far more CPU than the
+// bytes it sends. A field's second occurrence in a run is written as an
+// indexed field or a literal not indexed (RFC 7541, section 6), neither
+// of which changes the encoder's state, so the rest of the run repeats
+// those bytes.
+func writeFields(enc *hpack.Encoder, buf *bytes.Buffer, fields []hpack.HeaderField) {
+	for i := 0; i < len(fields); {
+		run := 1
+		for i+run < len(fields) && fields[i+run] == fields[i] {
+			run++
+		}
+		enc.WriteField(fields[i])
+		if run > 1 {
+			start := buf.Len()
+			enc.WriteField(fields[i])
+			again := bytes.Clone(buf.Bytes()[start:])
+			for range run - 2 {
+				buf.Write(again)
+			}
+		}
+		i += run
+	}
 }
 
 // answers reads frames until n streams have response headers or ended
@@ -656,4 +683,32 @@ func procIDs(pid int, field string) ([]int, error) {
 		}
 	}
 	return nil, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+}
+
+// TestWriteFieldsMatchesEncoder: the header floods' shortcut writes the
+// bytes the encoder writes, field by field, for a first request on a
+// connection and for the ones after it, and for fields too large to index.
+func TestWriteFieldsMatchesEncoder(t *testing.T) {
+	big := hpack.HeaderField{Name: "x-a-bin", Value: strings.Repeat("QUFB", 725)}
+	huge := hpack.HeaderField{Name: "x-b", Value: strings.Repeat("y", 5000)} // over the table's 4,096 bytes
+	small := hpack.HeaderField{Name: "x-c", Value: "z"}
+	requests := [][]hpack.HeaderField{
+		{small, big, big, big, big, small, small, huge, huge, huge, big},
+		slices.Repeat([]hpack.HeaderField{big}, 100),
+		{huge, huge, small},
+		{big},
+	}
+	var want, got bytes.Buffer
+	wantEnc, gotEnc := hpack.NewEncoder(&want), hpack.NewEncoder(&got)
+	for i, fields := range requests {
+		want.Reset()
+		got.Reset()
+		for _, f := range fields {
+			wantEnc.WriteField(f)
+		}
+		writeFields(gotEnc, &got, fields)
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Errorf("request %d: writeFields wrote %d bytes, the encoder %d; want the same bytes", i, got.Len(), want.Len())
+		}
+	}
 }

@@ -155,6 +155,8 @@ func runAttack(t *testing.T, spec attackSpec) {
 		t.Fatalf("nsbrokerd (pid %d) is in cgroup %q, want %q", d.pid, got, want)
 	}
 
+	tenantCG := tenantCgroup(t)
+
 	victim := d.attach(t)
 	nns := max(spec.namespaces, 1)
 	attackNS := make([]string, nns)
@@ -184,7 +186,7 @@ func runAttack(t *testing.T, spec attackSpec) {
 			env = append(env, envCount+"="+strconv.Itoa(spec.count(i)))
 		}
 		env = append(env, envFor+"="+attackReadyTimeout.String())
-		attackers = append(attackers, startAttacker(t, attackNS[i%nns], spec.kind, env...))
+		attackers = append(attackers, startAttacker(t, attackNS[i%nns], tenantCG, spec.kind, env...))
 	}
 	readyIn := waitReady(t, attackers, attackReadyTimeout+5*time.Second)
 	readyAt := time.Now()
@@ -269,10 +271,38 @@ func runAttack(t *testing.T, spec attackSpec) {
 	}
 }
 
-// memoryCgroup creates a cgroup v2 child of /sys/fs/cgroup with the
-// memory controller and memory.max set to limit, removed when the test
-// ends (after the processes in it, which are started later, are gone).
+// memoryCgroup creates a cgroup (see childCgroup) with memory.max set to
+// limit: the daemon's, as the deployment holds it.
 func memoryCgroup(t *testing.T, limit int64) string {
+	t.Helper()
+	dir := childCgroup(t, "")
+	max := filepath.Join(dir, "memory.max")
+	if err := os.WriteFile(max, []byte(strconv.FormatInt(limit, 10)), 0); err != nil {
+		t.Fatalf("write %s: %v", max, err)
+	}
+	got, err := os.ReadFile(max)
+	if err != nil || strings.TrimSpace(string(got)) != strconv.FormatInt(limit, 10) {
+		t.Fatalf("%s: got %q, %v; want %d", max, got, err, limit)
+	}
+	return dir
+}
+
+// tenantCgroup creates the cgroup the attackers run in (see childCgroup),
+// as a container platform runs every pod in one of its own. Its default
+// cpu.weight shares the CPUs fairly between the attacker's processes, all
+// together, and the daemon: a tenant's own busy loops take no more than
+// its share from the processes it attacks, which is what a host that
+// schedules tenants by cgroup promises, not the daemon.
+func tenantCgroup(t *testing.T) string {
+	t.Helper()
+	return childCgroup(t, "-tenant")
+}
+
+// childCgroup creates a cgroup v2 child of /sys/fs/cgroup named after the
+// test's namespace prefix and suffix, with the memory and cpu controllers,
+// removed when the test ends (after the processes in it, which are started
+// later, are gone).
+func childCgroup(t *testing.T, suffix string) string {
 	t.Helper()
 	const root = "/sys/fs/cgroup"
 	var fs unix.Statfs_t
@@ -280,13 +310,18 @@ func memoryCgroup(t *testing.T, limit int64) string {
 		t.Fatalf("%s is not a cgroup v2 hierarchy (statfs: type %#x, %v); the test VM's init mounts one", root, fs.Type, err)
 	}
 	controllers, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
-	if err != nil || !slices.Contains(strings.Fields(string(controllers)), "memory") {
-		t.Fatalf("%s/cgroup.controllers: %q, %v; want the memory controller", root, controllers, err)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("+memory"), 0); err != nil {
-		t.Fatalf("enable the memory controller for %s's children: %v", root, err)
+	for _, c := range []string{"memory", "cpu"} {
+		if !slices.Contains(strings.Fields(string(controllers)), c) {
+			t.Fatalf("%s/cgroup.controllers: %q; want the %s controller", root, controllers, c)
+		}
 	}
-	dir := filepath.Join(root, testenv.NetnsName())
+	if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("+memory +cpu"), 0); err != nil {
+		t.Fatalf("enable the memory and cpu controllers for %s's children: %v", root, err)
+	}
+	dir := filepath.Join(root, testenv.NetnsName()+suffix)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -298,14 +333,6 @@ func memoryCgroup(t *testing.T, limit int64) string {
 			t.Errorf("remove cgroup %s: %v", dir, err)
 		}
 	})
-	max := filepath.Join(dir, "memory.max")
-	if err := os.WriteFile(max, []byte(strconv.FormatInt(limit, 10)), 0); err != nil {
-		t.Fatalf("write %s: %v", max, err)
-	}
-	got, err := os.ReadFile(max)
-	if err != nil || strings.TrimSpace(string(got)) != strconv.FormatInt(limit, 10) {
-		t.Fatalf("%s: got %q, %v; want %d", max, got, err, limit)
-	}
 	return dir
 }
 
@@ -581,7 +608,7 @@ type attacker struct {
 // process is forked from a thread inside the namespace, so it is there
 // from its start, and drops to uid and gid 65534, with no supplementary
 // groups, before it executes the test binary.
-func startAttacker(t *testing.T, name, kind string, env ...string) *attacker {
+func startAttacker(t *testing.T, name, cgroup, kind string, env ...string) *attacker {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -591,7 +618,16 @@ func startAttacker(t *testing.T, name, kind string, env ...string) *attacker {
 	a := &attacker{out: &daemontest.SyncBuffer{}, ready: make(chan struct{}), exited: make(chan struct{})}
 	a.cmd = exec.Command(self, "-test.run=^TestAttackerHelper$")
 	a.cmd.Env = append(append(os.Environ(), envAttack+"="+kind), env...)
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	cg, err := os.Open(cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close() // the child has it once Start returns
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}},
+		UseCgroupFD: true,
+		CgroupFD:    int(cg.Fd()),
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -634,6 +670,9 @@ func startAttacker(t *testing.T, name, kind string, env ...string) *attacker {
 		if err != nil || len(ids) != 4 || slices.ContainsFunc(ids, func(id int) bool { return id != nobody }) {
 			t.Fatalf("attacker %d: %s %v, %v; want %d four times", pid, field, ids, err, nobody)
 		}
+	}
+	if got, want := procCgroup(t, pid), "/"+filepath.Base(cgroup); got != want {
+		t.Fatalf("attacker %d is in cgroup %q, want %q", pid, got, want)
 	}
 	return a
 }

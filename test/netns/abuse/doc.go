@@ -4,8 +4,8 @@
 // oversized messages, too many streams, a tenant flooding publishes, a
 // check that none of the daemon's descriptors survives an exec, and a
 // hostile tenant's attacks on the shared daemon (TestIntegrationAttack*:
-// uid 65534 in a tenant namespace against a daemon with default flags held
-// to the deployment's memory in a cgroup). Each test
+// uid 65534 in a tenant namespace and a tenant's cgroup against a daemon
+// with default flags held to the deployment's memory in its own). Each test
 // measures what the daemon promises (memory, losses reported as gaps,
 // goroutines and descriptors, status codes, rates), prints the numbers and
 // asserts them.
