@@ -19,6 +19,7 @@ import (
 	"github.com/nsbroker/nsbroker/internal/testenv"
 	"github.com/nsbroker/nsbroker/nsmgr"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
+	"github.com/nsbroker/nsbroker/server"
 )
 
 // env is one boot's worth of things to measure: a namespace, the daemon
@@ -32,6 +33,11 @@ type env struct {
 	admin string // the daemon's admin socket
 	local string // the daemon's socket inside ns
 	bare  *bareServer
+	// budgeted is the bare server's filesystem socket of a second server
+	// built with the budget's gRPC options (server.Budget.GRPCOptions)
+	// behind an admin listener: what the daemon's gRPC transport costs
+	// before its own interceptors and handlers.
+	budgeted string
 }
 
 const localSocket = "@nsbroker"
@@ -82,6 +88,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal("daemon not ready after 30 s")
 	}
 	e.bare = startBare(t, e)
+	e.budgeted = startBudgeted(t, e)
 	return e
 }
 
@@ -174,6 +181,24 @@ func startBare(t *testing.T, e *env) *bareServer {
 	go srv.Serve(la)
 	t.Cleanup(func() { srv.Stop(); os.Remove(b.path) })
 	return b
+}
+
+// startBudgeted serves the bare server's API with the options that
+// enforce the daemon's budget, with the bench's limits (rates unlimited,
+// as the daemon's here), on a filesystem socket whose connections are
+// admin, as the daemon's admin socket's are.
+func startBudgeted(t *testing.T, e *env) string {
+	path := filepath.Join(e.dir, "budgeted.sock")
+	budget := server.NewBudget(&server.Limits{MaxStreams: 1 << 16, MaxStreamsPerTenant: 1 << 16, PublishRate: -1, RequestRate: -1}, nil)
+	srv := grpc.NewServer(append(budget.GRPCOptions(server.Credentials(nil, nil)), grpc.MaxConcurrentStreams(1024))...)
+	nsbrokerv1.RegisterBrokerServer(srv, e.bare)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(server.AdminListener(l, nil))
+	t.Cleanup(func() { srv.Stop(); os.Remove(path) })
+	return path
 }
 
 // Echo returns the payload.

@@ -136,6 +136,7 @@ func measureRoundTrips(t *testing.T, e *env, res *Results) {
 		{"e nsbrokerd local socket", e.localClient(t)},
 		{"f bare gRPC filesystem socket", dialUnix(t, e.bare.path, nil)},
 		{"f bare gRPC abstract socket", dialUnix(t, e.bare.abstract, e.ns)},
+		{"g bare gRPC with the budget's options, filesystem socket", dialUnix(t, e.budgeted, nil)},
 	}
 	var paths []path
 	for _, p := range grpcPaths {
@@ -160,6 +161,11 @@ func measureRoundTrips(t *testing.T, e *env, res *Results) {
 		fAbs := res.Latency("f bare gRPC abstract socket " + op).P50us
 		ratio(res, "d/(a+f) admin "+op+" p50", res.Latency("d nsbrokerd admin socket "+op).P50us/(a+fFS), 1.2)
 		ratio(res, "e/(a+f) local "+op+" p50", res.Latency("e nsbrokerd local socket "+op).P50us/(a+fAbs), 1.2)
+		// Not targets: how the daemon's admin path divides into the
+		// budget's gRPC options and the rest.
+		g := res.Latency("g bare gRPC with the budget's options, filesystem socket " + op).P50us
+		ratio(res, "g/f budget's options over bare gRPC, "+op+" p50", g/fFS, 0)
+		ratio(res, "d/(a+g) admin over budgeted bare gRPC, "+op+" p50", res.Latency("d nsbrokerd admin socket "+op).P50us/(a+g), 0)
 	}
 }
 

@@ -12,7 +12,16 @@ import (
 type DialFunc func(ns *nsmgr.Namespace, unit int, readBuffer int) (*family.Conn, error)
 
 // dialFamily is the default DialFunc: a real netlink socket created inside
-// the namespace (the socket keeps that namespace for its whole life).
+// the namespace (the socket keeps that namespace for its whole life). The
+// namespace learns its cookie from the socket, which spares it a visit of
+// its own to make one.
 func dialFamily(ns *nsmgr.Namespace, unit int, readBuffer int) (*family.Conn, error) {
-	return family.Dial(&family.Config{Unit: unit, NetNS: ns.Fd(), ReadBuffer: readBuffer})
+	c, err := family.Dial(&family.Config{Unit: unit, NetNS: ns.Fd(), ReadBuffer: readBuffer})
+	if err != nil {
+		return nil, err
+	}
+	if cookie, err := c.NetnsCookie(); err == nil {
+		ns.SetCookie(cookie)
+	}
+	return c, nil
 }

@@ -103,13 +103,14 @@ func TestIntegrationAttachByNamePathPidAndEcho(t *testing.T) {
 	defer nsC.Close()
 
 	refs := []struct {
-		name  string
-		ref   nsmgr.Ref
-		inode uint32
+		name   string
+		ref    nsmgr.Ref
+		inode  uint32
+		cookie uint64
 	}{
-		{"by-name", nsmgr.Ref{Name: nameA}, nsA.Inode()},
-		{"by-path", nsmgr.Ref{Path: nsmgr.NetnsDir + "/" + nameB}, nsB.Inode()},
-		{"by-pid", nsmgr.Ref{PID: sleeper.Process.Pid}, nsC.Inode()},
+		{"by-name", nsmgr.Ref{Name: nameA}, nsA.Inode(), nsA.Cookie()},
+		{"by-path", nsmgr.Ref{Path: nsmgr.NetnsDir + "/" + nameB}, nsB.Inode(), nsB.Cookie()},
+		{"by-pid", nsmgr.Ref{PID: sleeper.Process.Pid}, nsC.Inode(), nsC.Cookie()},
 	}
 	for _, r := range refs {
 		in, err := b.Attach(context.Background(), r.name, r.ref)
@@ -118,6 +119,11 @@ func TestIntegrationAttachByNamePathPidAndEcho(t *testing.T) {
 		}
 		if in.State != StateReady || in.Inode != r.inode {
 			t.Fatalf("Attach %s = %v inode %d, want ready inode %d", r.ref, in.State, in.Inode, r.inode)
+		}
+		// The cookie the broker learned from its module socket is the
+		// one a socket of the namespace's own tells.
+		if in.Cookie == 0 || in.Cookie != r.cookie {
+			t.Errorf("Attach %s: cookie %d, want %d (a socket made in the namespace)", r.ref, in.Cookie, r.cookie)
 		}
 	}
 

@@ -121,9 +121,31 @@ func (ls *localSockets) ensure(in broker.Info) {
 	}
 	s := &localSocket{id: in.ID, ref: in.Ref, state: nsbrokerv1.LocalSocket_STATE_OFF}
 	log := ls.log.With("namespace", in.Name)
+
+	// What a previous daemon handed over is taken as it is; what is left
+	// to open is opened in one visit to the namespace, which costs a
+	// thread switched in and out.
+	var file, abstract listening
+	var path string
 	if ls.dir != "" {
-		ln, path, err := ls.listenFile(in)
-		if err != nil {
+		path, file = ls.prepareFile(in)
+	}
+	if ls.name != "" {
+		abstract.ln, abstract.err = ls.inherit.takeAbstract(in.ID, ls.name)
+		abstract.todo = abstract.ln == nil && abstract.err == nil
+	}
+	if file.todo || abstract.todo {
+		err := ls.enter(in, func() error {
+			file.listen(path)
+			abstract.listen(ls.name)
+			return nil
+		})
+		file.failed(err)
+		abstract.failed(err)
+	}
+
+	if ls.dir != "" {
+		if ln, err := file.finishFile(path); err != nil {
 			log.Warn("no filesystem socket for namespace", "dir", ls.dir, "err", err)
 		} else {
 			s.file, s.path = ln, path
@@ -135,7 +157,7 @@ func (ls *localSockets) ensure(in broker.Info) {
 	ls.open[in.Name] = s
 	ls.mu.Unlock()
 	if ls.name != "" {
-		ls.openAbstract(in.Name, s)
+		ls.recordAbstract(in.Name, s, abstract.ln, abstract.err)
 	}
 	ls.notifyStore(s)
 	ls.mu.Lock()
@@ -164,6 +186,29 @@ func (ls *localSockets) closeListener(ln *net.UnixListener) {
 	ln.Close()
 }
 
+// listening is one listener to open in a namespace: the outcome of
+// taking it over from a previous daemon, or of opening it.
+type listening struct {
+	todo bool // nothing taken over: open it
+	ln   *net.UnixListener
+	err  error
+}
+
+// listen opens the listener on addr if it is to be opened; it runs on a
+// thread inside the namespace.
+func (l *listening) listen(addr string) {
+	if l.todo {
+		l.ln, l.err = listenUnix(addr)
+	}
+}
+
+// failed records that the namespace could not be entered to open it.
+func (l *listening) failed(err error) {
+	if l.todo && err != nil && l.ln == nil && l.err == nil {
+		l.err = err
+	}
+}
+
 // openAbstract tries to listen on the abstract name inside s's namespace
 // and records the outcome.
 func (ls *localSockets) openAbstract(name string, s *localSocket) {
@@ -172,6 +217,13 @@ func (ls *localSockets) openAbstract(name string, s *localSocket) {
 	if ln == nil && err == nil {
 		ln, err = ls.listenIn(in, func() (*net.UnixListener, error) { return listenUnix(ls.name) })
 	}
+	ls.recordAbstract(name, s, ln, err)
+}
+
+// recordAbstract records the outcome of listening on the abstract name
+// inside s's namespace: the listener it serves, or why there is none.
+func (ls *localSockets) recordAbstract(name string, s *localSocket, ln *net.UnixListener, err error) {
+	in := broker.Info{Name: name, ID: s.id, Ref: s.ref}
 	log := ls.log.With("namespace", name)
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -383,35 +435,41 @@ func FileSocketPath(dir, name string) string {
 	return filepath.Join(dir, "~"+hex.EncodeToString(sum[:16]), fileSocketName)
 }
 
-// listenFile opens the namespace's filesystem socket: dir and the
-// namespace's directory in it are owned by the daemon's user and mode
-// 0755, so that nobody else can put a socket there; the socket is mode
-// 0666, as any process in the namespace may reach @nsbroker.
-func (ls *localSockets) listenFile(in broker.Info) (*net.UnixListener, string, error) {
+// prepareFile readies the namespace's filesystem socket: the listener a
+// previous daemon handed over, or the path made ready to listen on, inside
+// the namespace (listening.todo). dir and the namespace's directory in it
+// are owned by the daemon's user and mode 0755, so that nobody else can
+// put a socket there.
+func (ls *localSockets) prepareFile(in broker.Info) (string, listening) {
 	path := FileSocketPath(ls.dir, in.Name)
 	if len(path) >= unixPathMax {
-		return nil, "", fmt.Errorf("%s: file_socket_dir is too long for a unix socket address (%d bytes at most)", path, unixPathMax-1)
+		return path, listening{err: fmt.Errorf("%s: file_socket_dir is too long for a unix socket address (%d bytes at most)", path, unixPathMax-1)}
 	}
 	if ln, err := ls.inherit.takeFile(in.ID, path); ln != nil || err != nil {
-		return ln, path, err
+		return path, listening{ln: ln, err: err}
 	}
 	for _, d := range []string{ls.dir, filepath.Dir(path)} {
 		if err := ownedDir(d); err != nil {
-			return nil, "", err
+			return path, listening{err: err}
 		}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, "", err
+		return path, listening{err: err}
 	}
-	ln, err := ls.listenIn(in, func() (*net.UnixListener, error) { return listenUnix(path) })
-	if err != nil {
-		return nil, "", err
+	return path, listening{todo: true}
+}
+
+// finishFile returns the filesystem socket's listener, made mode 0666 if
+// it was opened here: any process in the namespace may reach @nsbroker.
+func (l *listening) finishFile(path string) (*net.UnixListener, error) {
+	if l.err != nil || !l.todo {
+		return l.ln, l.err
 	}
 	if err := os.Chmod(path, 0o666); err != nil {
-		ln.Close()
-		return nil, "", err
+		l.ln.Close()
+		return nil, err
 	}
-	return ln, path, nil
+	return l.ln, nil
 }
 
 // ownedDir makes dir a directory of the daemon's user, mode 0755: an

@@ -242,6 +242,27 @@ func newConn(nc *netlink.Conn) (*Conn, error) {
 	return &Conn{nc: nc, raw: rc}, nil
 }
 
+// NetnsCookie returns the cookie of the network namespace the socket
+// lives in (SO_NETNS_COOKIE, Linux 5.14 and later): what
+// nsmgr.Namespace.Cookie would otherwise create a socket in the namespace
+// to learn. A fake socket has none.
+func (c *Conn) NetnsCookie() (uint64, error) {
+	if c.raw == nil {
+		return 0, errors.New("nsbroker: a fake socket has no network namespace cookie")
+	}
+	var cookie uint64
+	var gerr error
+	if err := c.raw.Control(func(fd uintptr) {
+		cookie, gerr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	}); err != nil {
+		return 0, err
+	}
+	if gerr != nil {
+		return 0, os.NewSyscallError("getsockopt SO_NETNS_COOKIE", gerr)
+	}
+	return cookie, nil
+}
+
 // NewDatagramConn wraps a netlink connection over a fake socket that says
 // who sent each datagram: Receive reads through r.ReceiveDatagram, and
 // checks and decodes what it reads as it does a real socket's; everything

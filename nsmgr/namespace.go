@@ -202,6 +202,18 @@ func (ns *Namespace) Cookie() uint64 {
 	return cookie
 }
 
+// SetCookie records the namespace's network cookie, read from a socket
+// the caller created inside it, so that Cookie need not create one. Zero
+// (the kernel cannot tell) records nothing.
+func (ns *Namespace) SetCookie(cookie uint64) {
+	if cookie == 0 {
+		return
+	}
+	ns.cookieMu.Lock()
+	defer ns.cookieMu.Unlock()
+	ns.cookie = cookie
+}
+
 // Close closes the namespace's descriptor. The namespace itself lives on
 // while anything else (a name, a process, a socket) holds it.
 func (ns *Namespace) Close() error {

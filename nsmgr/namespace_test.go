@@ -263,3 +263,22 @@ func TestNoFDLeak(t *testing.T) {
 		t.Errorf("open descriptors after 100 cycles = %d, want %d", after, before)
 	}
 }
+
+// TestSetCookie: a cookie set is what Cookie returns, without entering the
+// namespace (here closed, so it could not); zero sets nothing.
+func TestSetCookie(t *testing.T) {
+	ns := newTestNamed(t)
+	closed, err := Open(ns.Ref())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	closed.SetCookie(0)
+	if got := closed.Cookie(); got != 0 {
+		t.Errorf("Cookie() of a closed namespace, nothing set: got %d, want 0", got)
+	}
+	closed.SetCookie(42)
+	if got := closed.Cookie(); got != 42 {
+		t.Errorf("Cookie() after SetCookie(42): got %d, want 42", got)
+	}
+}
