@@ -112,7 +112,17 @@ type Scale struct {
 	RuntimePerNsKiB float64 `json:"runtime_per_ns_kib"`
 	EchoP50us       float64 `json:"echo_p50_us"`
 	EchoOneP50us    float64 `json:"echo_one_p50_us"`
-	Err             string  `json:"error,omitempty"`
+	// RawEchoP50us and RawEchoOneP50us are the kernel's floor at the same
+	// two moments: a raw netlink echo in the same namespace, no daemon.
+	RawEchoP50us    float64 `json:"raw_echo_p50_us"`
+	RawEchoOneP50us float64 `json:"raw_echo_one_p50_us"`
+	// BusyAtRest and BusyAtRestOne are the share of the guest's CPU time
+	// that was not idle over 2 s in which the bench did nothing: the
+	// kernel's and the daemon's background work with N attached, and
+	// with one.
+	BusyAtRest    float64 `json:"busy_at_rest"`
+	BusyAtRestOne float64 `json:"busy_at_rest_one"`
+	Err           string  `json:"error,omitempty"`
 }
 
 // Results is everything one run measured, with where it ran.
@@ -189,10 +199,11 @@ func (r *Results) Markdown() string {
 		}
 	}
 	if len(r.Scale) > 0 {
-		b.WriteString("\n| namespaces | attach s | attach batched s | by hand s | RSS KiB/ns | Go runtime KiB/ns | heap KiB/ns | stacks KiB/ns | goroutines/ns | slab KiB/ns | echo p50 µs | echo p50 µs (1 attached) | error |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		b.WriteString("\n| namespaces | attach s | attach batched s | by hand s | RSS KiB/ns | Go runtime KiB/ns | heap KiB/ns | stacks KiB/ns | goroutines/ns | slab KiB/ns | echo p50 µs | echo p50 µs (1 attached) | raw echo p50 µs | raw echo p50 µs (1 attached) | guest busy at rest | guest busy at rest (1 attached) | error |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, s := range r.Scale {
-			fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.1f | %s |\n", s.N, s.AttachSeconds, s.AttachManySeconds, s.ByHandSeconds,
-				s.RSSPerNsKiB, s.RuntimePerNsKiB, s.HeapPerNsKiB, s.StackPerNsKiB, s.GoroutinesPerNs, s.SlabPerNsKiB, s.EchoP50us, s.EchoOneP50us, s.Err)
+			fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% | %s |\n", s.N, s.AttachSeconds, s.AttachManySeconds, s.ByHandSeconds,
+				s.RSSPerNsKiB, s.RuntimePerNsKiB, s.HeapPerNsKiB, s.StackPerNsKiB, s.GoroutinesPerNs, s.SlabPerNsKiB, s.EchoP50us, s.EchoOneP50us,
+				s.RawEchoP50us, s.RawEchoOneP50us, 100*s.BusyAtRest, 100*s.BusyAtRestOne, s.Err)
 		}
 	}
 	for _, n := range r.Notes {

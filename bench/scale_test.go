@@ -33,6 +33,10 @@ const scaleEchoes = 300
 // heap after attaching (scale-heap-N), so that what an echo costs with N
 // attached is not hidden in the cost of creating and attaching the
 // namespaces. The echo latencies compared are both measured unprofiled.
+// Next to each, the kernel's floor (a raw netlink echo in the same
+// namespace) and how busy the guest is while the bench rests say how much
+// of a difference is the daemon's and how much the guest's with N
+// namespaces in it.
 func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 	admin := e.adminClient(t)
 	ctx := context.Background()
@@ -40,6 +44,22 @@ func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 	echo := func() float64 {
 		return Summarise("", timeN(t, "scale echo", scaleEchoes, func() error {
 			_, err := admin.Echo(ctx, &nsbrokerv1.EchoRequest{Namespace: e.name, Payload: payload})
+			return err
+		})).P50us
+	}
+	raw, err := openRaw(e.ns, e.unit, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	echoBody, err := family.EncodeEcho(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.prepare(family.MsgEcho, echoBody)
+	rawEcho := func() float64 {
+		return Summarise("", timeN(t, "scale raw echo", scaleEchoes, func() error {
+			_, err := raw.roundTrip()
 			return err
 		})).P50us
 	}
@@ -58,13 +78,21 @@ func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 			t.Logf("scale %d: the previous namespaces' teardown took %v more", n, took.Round(time.Millisecond))
 		}
 		s.EchoOneP50us = echo()
-		if err := scaleOnce(t, e, admin, n, &s, echo); err != nil {
+		s.RawEchoOneP50us = rawEcho()
+		s.BusyAtRestOne = busyAtRest(t)
+		measured := func() {
+			s.EchoP50us = echo()
+			s.RawEchoP50us = rawEcho()
+			s.BusyAtRest = busyAtRest(t)
+		}
+		if err := scaleOnce(t, e, admin, n, &s, echo, measured); err != nil {
 			s.Err = err.Error()
 		}
 		res.Scale = append(res.Scale, s)
 		if s.Err == "" && s.ByHandSeconds > 0 && s.EchoOneP50us > 0 {
 			ratio(res, fmt.Sprintf("scale %d: attach batched / by hand", n), s.AttachManySeconds/s.ByHandSeconds, 1.5)
 			ratio(res, fmt.Sprintf("scale %d: echo p50 / echo p50 with one attached", n), s.EchoP50us/s.EchoOneP50us, 1.1)
+			ratio(res, fmt.Sprintf("scale %d: raw netlink echo p50 / with one attached", n), s.RawEchoP50us/s.RawEchoOneP50us, 0)
 			ratio(res, fmt.Sprintf("scale %d: daemon RSS KiB per namespace / 16", n), s.RSSPerNsKiB/16, 1)
 		}
 	}
@@ -79,7 +107,7 @@ func measureScale(t *testing.T, e *env, res *Results, counts []int) {
 
 // scaleOnce creates n namespaces, opens their sockets by hand, attaches
 // them, measures the echo latency, and detaches and deletes them again.
-func scaleOnce(t *testing.T, e *env, admin nsbrokerv1.BrokerClient, n int, s *Scale, echo func() float64) error {
+func scaleOnce(t *testing.T, e *env, admin nsbrokerv1.BrokerClient, n int, s *Scale, echo func() float64, measured func()) error {
 	ctx := context.Background()
 	names := make([]string, 0, n)
 	nss := make([]*nsmgr.Namespace, 0, n)
@@ -172,7 +200,7 @@ func scaleOnce(t *testing.T, e *env, admin nsbrokerv1.BrokerClient, n int, s *Sc
 	heapProfile(t, fmt.Sprintf("scale-heap-%d", n))
 	// Measured without the profiler, as the echo with one attached is:
 	// its signals slow the emulated guest. Then once more for the profile.
-	s.EchoP50us = echo()
+	measured()
 	profile(t, fmt.Sprintf("scale-echo-%d", n), func() { echo() })
 
 	// Once more, batched: the same namespaces detached, then attached
@@ -205,6 +233,58 @@ func scaleOnce(t *testing.T, e *env, admin nsbrokerv1.BrokerClient, n int, s *Sc
 		s.AttachManySeconds = time.Since(start).Seconds()
 	})
 	return attachErr
+}
+
+// busyAtRest is the share of the guest's CPU time that is not idle (nor
+// waiting for I/O) over 2 s in which the bench does nothing: work the
+// kernel and the daemon do on their own, which every round trip then
+// shares the CPUs with.
+func busyAtRest(t *testing.T) float64 {
+	before, err := cpuTimes()
+	if err != nil {
+		t.Logf("busy at rest: %v", err)
+		return 0
+	}
+	time.Sleep(2 * time.Second)
+	after, err := cpuTimes()
+	if err != nil {
+		t.Logf("busy at rest: %v", err)
+		return 0
+	}
+	total, idle := after[0]-before[0], after[1]-before[1]
+	if total == 0 {
+		return 0
+	}
+	return 1 - float64(idle)/float64(total)
+}
+
+// cpuTimes returns the guest's CPU time in all and idle (idle and
+// iowait), in clock ticks, from /proc/stat's first line.
+func cpuTimes() ([2]uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return [2]uint64{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return [2]uint64{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var out [2]uint64
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return [2]uint64{}, fmt.Errorf("/proc/stat: %q: %w", line, err)
+		}
+		if i >= 8 { // guest and guest_nice are counted in user already
+			break
+		}
+		out[0] += n
+		if i == 3 || i == 4 { // idle, iowait
+			out[1] += n
+		}
+	}
+	return out, nil
 }
 
 // attachBatch is how many namespaces one AttachNamespaces call holds.
