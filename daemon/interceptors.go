@@ -115,10 +115,18 @@ func (s *observedStream) RecvMsg(m any) error {
 
 func (s *observedStream) SendMsg(m any) error {
 	err := s.ServerStream.SendMsg(m)
-	if r, ok := m.(*nsbrokerv1.SubscribeResponse); ok && err == nil {
-		s.o.m.sent(r, &s.delivered)
+	if err != nil {
+		return err
 	}
-	return err
+	switch m := m.(type) {
+	case *nsbrokerv1.SubscribeResponse:
+		s.o.m.sent(m, &s.delivered)
+	case *grpc.PreparedMsg:
+		// Subscribe sends its events prepared, once for all their
+		// streams; they are events of the stream's namespace.
+		s.o.m.deliveredTo(s.ns, &s.delivered)
+	}
+	return nil
 }
 
 // stopper ends server-streaming rpcs (Subscribe, WatchNamespaces, health

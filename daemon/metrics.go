@@ -200,10 +200,7 @@ func (m *metrics) finished(rpc, ns string, code codes.Code, took time.Duration) 
 func (m *metrics) sent(msg *nsbrokerv1.SubscribeResponse, delivered *prometheus.Counter) {
 	switch item := msg.GetItem().(type) {
 	case *nsbrokerv1.SubscribeResponse_Event:
-		if *delivered == nil {
-			m.record(item.Event.GetNamespace(), func(ns string) { *delivered = m.delivered.WithLabelValues(ns) })
-		}
-		(*delivered).Inc()
+		m.deliveredTo(item.Event.GetNamespace(), delivered)
 	case *nsbrokerv1.SubscribeResponse_Gap:
 		g := item.Gap
 		reason := lossReason(g.GetReason())
@@ -214,6 +211,15 @@ func (m *metrics) sent(msg *nsbrokerv1.SubscribeResponse, delivered *prometheus.
 			}
 		})
 	}
+}
+
+// deliveredTo counts an event of namespace name delivered on a Subscribe
+// stream whose counter is *delivered, looked up on its first event.
+func (m *metrics) deliveredTo(name string, delivered *prometheus.Counter) {
+	if *delivered == nil {
+		m.record(name, func(ns string) { *delivered = m.delivered.WithLabelValues(ns) })
+	}
+	(*delivered).Inc()
 }
 
 // lossReason is the label for a loss reason: kernel_overrun, queue_full,

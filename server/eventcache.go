@@ -2,8 +2,11 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 	"weak"
+
+	"google.golang.org/grpc"
 
 	"github.com/nsbroker/nsbroker/broker"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
@@ -13,23 +16,41 @@ import (
 // whose Subscribe streams send them at about the same time.
 const eventCacheSlots = 256
 
-// eventCache converts a message to its wire form once for all the
-// Subscribe streams that send it. Every subscriber of a message receives
-// a copy of the same broker.Event, and the streams of one message send it
-// at about the same time, so a small table of the latest conversions,
-// keyed by what identifies a message, serves them all; a stream that
-// finds its slot taken by another message converts anew, which costs
-// time, never correctness. A slot holds its conversion weakly: the cache
-// keeps nothing alive that no stream still holds, so it adds nothing to
-// the daemon's memory bound.
+// eventCache converts a message to its wire form, and marshals it, once
+// for all the Subscribe streams that send it. Every subscriber of a
+// message receives a copy of the same broker.Event, and the streams of
+// one message send it at about the same time, so a small table of the
+// latest conversions, keyed by what identifies a message, serves them
+// all; a stream that finds its slot taken by another message converts
+// anew, which costs time, never correctness. A slot holds its conversion
+// weakly: the cache keeps nothing alive that no stream still holds, so it
+// adds nothing to the daemon's memory bound.
 type eventCache struct {
-	slots [eventCacheSlots]eventSlot
+	slots    [eventCacheSlots]eventSlot
+	prepared atomic.Uint64 // messages marshalled, for all their streams
 }
 
 type eventSlot struct {
 	mu  sync.Mutex
 	key eventKey
-	v   weak.Pointer[nsbrokerv1.SubscribeResponse]
+	v   weak.Pointer[wireEvent]
+}
+
+// wireEvent is a message in wire form: its response, and the response
+// marshalled, and compressed, for each send compressor of the streams that
+// sent it (nearly always only the identity).
+type wireEvent struct {
+	resp *nsbrokerv1.SubscribeResponse
+
+	mu       sync.Mutex
+	prepared []preparedEvent
+}
+
+// preparedEvent is a response as the streams whose send compressor is
+// compressor ("" for none) send it.
+type preparedEvent struct {
+	compressor string
+	msg        *grpc.PreparedMsg
 }
 
 // eventKey is what tells one message from another: its namespace (name,
@@ -58,29 +79,83 @@ func keyOf(ev broker.Event) eventKey {
 	return k
 }
 
-// slot picks the slot of a message: consecutive numbers of a group, and
-// the same number in other groups, land in different slots.
+// slot picks the slot of a message: the numbers of one group take
+// consecutive slots, so the last eventCacheSlots messages of a group,
+// those its streams send at about the same time, never take each other's
+// slot; each group and namespace starts at a slot of its own.
 func (k *eventKey) slot() int {
-	h := k.instance ^ k.seq*0x9e3779b97f4a7c15 ^ uint64(k.group)<<40 ^ uint64(k.inum)<<8
+	h := k.instance ^ uint64(k.group)<<40 ^ uint64(k.inum)<<8
 	h ^= h >> 31
 	h *= 0xbf58476d1ce4e5b9
 	h ^= h >> 29
-	return int(h % eventCacheSlots)
+	return int((h + k.seq) % eventCacheSlots)
 }
 
-// response returns the wire form of a KindMessage event, shared with the
+// event returns the wire form of a KindMessage event, shared with the
 // other streams of the same message; the caller must not modify it.
-func (c *eventCache) response(ev broker.Event) *nsbrokerv1.SubscribeResponse {
+func (c *eventCache) event(ev broker.Event) *wireEvent {
 	k := keyOf(ev)
 	s := &c.slots[k.slot()]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.key == k {
-		if v := s.v.Value(); v != nil {
-			return v
+		if w := s.v.Value(); w != nil {
+			return w
 		}
 	}
-	v := eventToProto(ev)
-	s.key, s.v = k, weak.Make(v)
-	return v
+	w := &wireEvent{resp: eventToProto(ev)}
+	s.key, s.v = k, weak.Make(w)
+	return w
+}
+
+// send sends a KindMessage event on a Subscribe stream. The stream sends
+// the event's bytes as the first stream with its send compressor marshalled
+// (and compressed) them, a *grpc.PreparedMsg; a stream whose compressor
+// cannot be known sends the response, which it marshals itself.
+func (c *eventCache) send(stream grpc.ServerStream, ev broker.Event) error {
+	w := c.event(ev)
+	compressor, ok := sendCompressor(stream)
+	if !ok {
+		return stream.SendMsg(w.resp)
+	}
+	msg, err := w.prepare(stream, compressor, &c.prepared)
+	if err != nil {
+		return err
+	}
+	return stream.SendMsg(msg)
+}
+
+// prepare returns the response marshalled and compressed for stream,
+// whose send compressor is compressor: made by the first stream that
+// asks, which adds it to count.
+func (w *wireEvent) prepare(stream grpc.ServerStream, compressor string, count *atomic.Uint64) (*grpc.PreparedMsg, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range w.prepared {
+		if p.compressor == compressor {
+			return p.msg, nil
+		}
+	}
+	// Encode uses the codec and compressor the stream was created with,
+	// which are those sendCompressor names: Subscribe never changes them.
+	msg := new(grpc.PreparedMsg)
+	if err := msg.Encode(stream, w.resp); err != nil {
+		return nil, err
+	}
+	w.prepared = append(w.prepared, preparedEvent{compressor, msg})
+	count.Add(1)
+	return msg, nil
+}
+
+// sendCompressor is the name of the compressor stream's messages are
+// sent with, "" for none; ok is false when its transport does not say.
+// (grpc-go's server streams answer in the compressor of the request; the
+// transport stream reports it, though only through a method grpc does
+// not document, hence the fallback.)
+func sendCompressor(stream grpc.ServerStream) (name string, ok bool) {
+	t, ok := grpc.ServerTransportStreamFromContext(stream.Context()).(interface{ SendCompress() string })
+	if !ok {
+		return "", false
+	}
+	return t.SendCompress(), true
 }

@@ -1,10 +1,14 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nsbroker/nsbroker/broker"
@@ -26,10 +30,10 @@ func TestEventCacheConvertsOncePerMessage(t *testing.T) {
 	var c eventCache
 	ev := message("red", 100, 1, []byte("one"))
 	const streams = 16
-	got := make([]*nsbrokerv1.SubscribeResponse, streams)
+	got := make([]*wireEvent, streams)
 	var wg sync.WaitGroup
 	for i := range streams {
-		wg.Go(func() { got[i] = c.response(ev) })
+		wg.Go(func() { got[i] = c.event(ev) })
 	}
 	wg.Wait()
 	for i, r := range got {
@@ -37,8 +41,8 @@ func TestEventCacheConvertsOncePerMessage(t *testing.T) {
 			t.Fatalf("stream %d got conversion %p, stream 0 %p: want one for the message", i, r, got[0])
 		}
 	}
-	if !proto.Equal(got[0], eventToProto(ev)) {
-		t.Fatalf("shared conversion %v, want %v", got[0], eventToProto(ev))
+	if !proto.Equal(got[0].resp, eventToProto(ev)) {
+		t.Fatalf("shared conversion %v, want %v", got[0].resp, eventToProto(ev))
 	}
 	for what, other := range map[string]broker.Event{
 		"the next number":             message("red", 100, 2, ev.Message.Payload),
@@ -47,15 +51,116 @@ func TestEventCacheConvertsOncePerMessage(t *testing.T) {
 		"another namespace's inode":   message("red", 101, 1, ev.Message.Payload),
 		"another name":                message("blue", 100, 1, ev.Message.Payload),
 	} {
-		r := c.response(other)
-		if r == got[0] {
+		w := c.event(other)
+		if w == got[0] {
 			t.Errorf("%s: got the first message's conversion", what)
 		}
-		if !proto.Equal(r, eventToProto(other)) {
+		if r := w.resp; !proto.Equal(r, eventToProto(other)) {
 			t.Errorf("%s: got %v, want %v", what, r, eventToProto(other))
 		}
 	}
-	if r := c.response(message("red", 100, 1, nil)); r.GetEvent().GetPayload() != nil || r.GetEvent().GetSeq() != 1 {
+	if r := c.event(message("red", 100, 1, nil)).resp; r.GetEvent().GetPayload() != nil || r.GetEvent().GetSeq() != 1 {
 		t.Errorf("empty payload: got %v", r)
+	}
+}
+
+// TestEventCacheSlots: the last eventCacheSlots messages of a group, which
+// its streams send at about the same time, each have a slot of their own.
+func TestEventCacheSlots(t *testing.T) {
+	for _, from := range []uint64{1, 1000, 1<<64 - 100} {
+		taken := make(map[int]uint64)
+		for seq := from; seq != from+eventCacheSlots; seq++ {
+			k := keyOf(message("red", 100, seq, nil))
+			if other, ok := taken[k.slot()]; ok {
+				t.Fatalf("messages %d and %d share slot %d", other, seq, k.slot())
+			}
+			taken[k.slot()] = seq
+		}
+	}
+}
+
+// sentStream is a Subscribe stream outside any gRPC transport: it records
+// what it is given to send.
+type sentStream struct {
+	grpc.ServerStream
+	sent []any
+}
+
+func (s *sentStream) Context() context.Context { return context.Background() }
+func (s *sentStream) SendMsg(m any) error      { s.sent = append(s.sent, m); return nil }
+
+// TestEventCacheSendWithoutTransport: a stream whose send compressor
+// cannot be known sends the response itself, for its own marshalling.
+func TestEventCacheSendWithoutTransport(t *testing.T) {
+	var c eventCache
+	ev := message("red", 100, 1, []byte("one"))
+	s := new(sentStream)
+	if err := c.send(s, ev); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.sent) != 1 {
+		t.Fatalf("sent %d messages, want 1", len(s.sent))
+	}
+	if r, ok := s.sent[0].(*nsbrokerv1.SubscribeResponse); !ok || !proto.Equal(r, eventToProto(ev)) {
+		t.Fatalf("sent %T %v, want the response %v", s.sent[0], s.sent[0], eventToProto(ev))
+	}
+	if n := c.prepared.Load(); n != 0 {
+		t.Fatalf("%d messages prepared, want none", n)
+	}
+}
+
+// TestIntegrationSubscribePreparedPerCompressor: subscribers that take
+// their events plain and subscribers that take them gzipped, on the same
+// groups, each receive every event intact, though each event is marshalled
+// once per compressor rather than once per stream. A plain stream that
+// sent bytes prepared for a gzip one would fail: its client refuses a
+// compressed message on a stream without compression.
+func TestIntegrationSubscribePreparedPerCompressor(t *testing.T) {
+	e := newEnv(t, nil)
+	name, inode := e.names["A"], e.inode("A")
+	const perCompressor, events = 3, 50
+	type subscriber struct {
+		compressor string
+		s          grpc.ServerStreamingClient[nsbrokerv1.SubscribeResponse]
+	}
+	var subs []subscriber
+	for _, compressor := range []string{"", gzip.Name} {
+		var opts []grpc.CallOption
+		if compressor != "" {
+			opts = append(opts, grpc.UseCompressor(compressor))
+		}
+		for range perCompressor {
+			// Each on a connection of its own, as separate clients are.
+			s, err := e.adminClient().Subscribe(testContext(t), &nsbrokerv1.SubscribeRequest{Namespace: name, Groups: []uint32{1}}, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Header(); err != nil {
+				t.Fatal(err)
+			}
+			subs = append(subs, subscriber{compressor, s})
+		}
+	}
+	before := e.srv.events.prepared.Load()
+	for i := range events {
+		e.k.Publish(inode, 1, fmt.Appendf(nil, "event %d", i))
+	}
+	for _, sub := range subs {
+		for i := range events {
+			r, err := sub.s.Recv()
+			if err != nil {
+				t.Fatalf("subscriber with compressor %q, event %d: %v", sub.compressor, i, err)
+			}
+			ev := r.GetEvent()
+			if want := fmt.Sprintf("event %d", i); ev.GetSeq() != uint64(i+1) || string(ev.GetPayload()) != want || ev.GetNamespace() != name {
+				t.Fatalf("subscriber with compressor %q: got %v, want seq %d payload %q", sub.compressor, r, i+1, want)
+			}
+		}
+	}
+	// Once per event and compressor; a few more if a collection took a
+	// conversion between its streams.
+	prepared := e.srv.events.prepared.Load() - before
+	if sends := uint64(len(subs) * events); prepared < 2*events || prepared > sends/2 {
+		t.Fatalf("%d messages prepared for %d events to %d streams in 2 compressors, want about %d", prepared, events, len(subs), 2*events)
 	}
 }

@@ -18,6 +18,11 @@ import (
 // stream ends when the client cancels or the subscription ends (ABORTED
 // when the namespace is detached or gone, UNAVAILABLE when the server
 // shuts down).
+//
+// An event is sent as a *grpc.PreparedMsg, marshalled once for all the
+// streams that send it with the same compressor; a gap is sent as a
+// *nsbrokerv1.SubscribeResponse. An interceptor that watches what a
+// stream sends sees both.
 func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerStreamingServer[nsbrokerv1.SubscribeResponse]) error {
 	ctx := stream.Context()
 	ctx, id, name, err := s.authorizeNamespace(ctx, rpcSubscribe, req.GetNamespace())
@@ -42,9 +47,9 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 		var err error
 		switch ev.Kind {
 		case broker.KindMessage:
-			// Converted once for all the streams of this event; each
-			// stream only marshals it.
-			err = stream.Send(s.events.response(ev))
+			// Converted and marshalled once for all the streams of
+			// this event: sent as a *grpc.PreparedMsg.
+			err = s.events.send(stream, ev)
 		case broker.KindGap:
 			err = stream.Send(gapToProto(ev))
 		case broker.KindEnd:
