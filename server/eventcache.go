@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,8 @@ type wireEvent struct {
 }
 
 // preparedEvent is a response as the streams whose send compressor is
-// compressor ("" for none) send it.
+// compressor ("" for none) send it; msg is nil until a second such stream
+// sends it.
 type preparedEvent struct {
 	compressor string
 	msg        *grpc.PreparedMsg
@@ -108,10 +110,13 @@ func (c *eventCache) event(ev broker.Event) *wireEvent {
 	return w
 }
 
-// send sends a KindMessage event on a Subscribe stream. The stream sends
-// the event's bytes as the first stream with its send compressor marshalled
-// (and compressed) them, a *grpc.PreparedMsg; a stream whose compressor
-// cannot be known sends the response, which it marshals itself.
+// send sends a KindMessage event on a Subscribe stream. The first stream
+// of the event with its send compressor marshals the response itself, as
+// for any message; a second prepares it (a *grpc.PreparedMsg, marshalled
+// and compressed once, copied out of grpc's pooled buffer) and it and all
+// later ones send those bytes. An event with one subscriber, the common
+// case, is thus marshalled once and never copied. A stream whose
+// compressor cannot be known sends the response too.
 func (c *eventCache) send(stream grpc.ServerStream, ev broker.Event) error {
 	w := c.event(ev)
 	compressor, ok := sendCompressor(stream)
@@ -122,19 +127,26 @@ func (c *eventCache) send(stream grpc.ServerStream, ev broker.Event) error {
 	if err != nil {
 		return err
 	}
+	if msg == nil {
+		return stream.SendMsg(w.resp)
+	}
 	return stream.SendMsg(msg)
 }
 
 // prepare returns the response marshalled and compressed for stream,
-// whose send compressor is compressor: made by the first stream that
-// asks, which adds it to count.
+// whose send compressor is compressor, or nil for the first stream with
+// that compressor, which is to marshal the response itself. The second
+// stream makes it, and adds it to count.
 func (w *wireEvent) prepare(stream grpc.ServerStream, compressor string, count *atomic.Uint64) (*grpc.PreparedMsg, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, p := range w.prepared {
-		if p.compressor == compressor {
-			return p.msg, nil
-		}
+	i := slices.IndexFunc(w.prepared, func(p preparedEvent) bool { return p.compressor == compressor })
+	if i < 0 {
+		w.prepared = append(w.prepared, preparedEvent{compressor: compressor})
+		return nil, nil
+	}
+	if msg := w.prepared[i].msg; msg != nil {
+		return msg, nil
 	}
 	// Encode uses the codec and compressor the stream was created with,
 	// which are those sendCompressor names: Subscribe never changes them.
@@ -142,7 +154,7 @@ func (w *wireEvent) prepare(stream grpc.ServerStream, compressor string, count *
 	if err := msg.Encode(stream, w.resp); err != nil {
 		return nil, err
 	}
-	w.prepared = append(w.prepared, preparedEvent{compressor, msg})
+	w.prepared[i].msg = msg
 	count.Add(1)
 	return msg, nil
 }

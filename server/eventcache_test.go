@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nsbroker/nsbroker/broker"
@@ -111,10 +113,11 @@ func TestEventCacheSendWithoutTransport(t *testing.T) {
 
 // TestIntegrationSubscribePreparedPerCompressor: subscribers that take
 // their events plain and subscribers that take them gzipped, on the same
-// groups, each receive every event intact, though each event is marshalled
-// once per compressor rather than once per stream. A plain stream that
-// sent bytes prepared for a gzip one would fail: its client refuses a
-// compressed message on a stream without compression.
+// groups, each receive every event intact, though each event is prepared
+// once per compressor for all but one of its streams rather than
+// marshalled by each. A plain stream that sent bytes prepared for a gzip
+// one would fail: its client refuses a compressed message on a stream
+// without compression. An event with one subscriber is not prepared.
 func TestIntegrationSubscribePreparedPerCompressor(t *testing.T) {
 	e := newEnv(t, nil)
 	name, inode := e.names["A"], e.inode("A")
@@ -122,26 +125,42 @@ func TestIntegrationSubscribePreparedPerCompressor(t *testing.T) {
 	type subscriber struct {
 		compressor string
 		s          grpc.ServerStreamingClient[nsbrokerv1.SubscribeResponse]
+		received   *payloadSizes
 	}
 	var subs []subscriber
-	for _, compressor := range []string{"", gzip.Name} {
+	for _, compressor := range []string{gzip.Name, ""} {
 		var opts []grpc.CallOption
 		if compressor != "" {
 			opts = append(opts, grpc.UseCompressor(compressor))
 		}
 		for range perCompressor {
 			// Each on a connection of its own, as separate clients are.
-			s, err := e.adminClient().Subscribe(testContext(t), &nsbrokerv1.SubscribeRequest{Namespace: name, Groups: []uint32{1}}, opts...)
+			received := new(payloadSizes)
+			c := e.client("unix://"+e.admin, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithStatsHandler(received))
+			s, err := c.Subscribe(testContext(t), &nsbrokerv1.SubscribeRequest{Namespace: name, Groups: []uint32{1}}, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.Header(); err != nil {
 				t.Fatal(err)
 			}
-			subs = append(subs, subscriber{compressor, s})
+			subs = append(subs, subscriber{compressor, s, received})
 		}
 	}
-	before := e.srv.events.prepared.Load()
+	// One subscriber of another group: its events are sent as they are.
+	alone := subscribed(t, e.adminClient(), name, 2)
+	for i := range events {
+		e.k.Publish(inode, 2, fmt.Appendf(nil, "alone %d", i))
+	}
+	for i := range events {
+		if r := recvItem(t, alone); string(r.GetEvent().GetPayload()) != fmt.Sprintf("alone %d", i) {
+			t.Fatalf("the one subscriber of group 2, event %d: got %v", i, r)
+		}
+	}
+	if n := e.srv.events.prepared.Load(); n != 0 {
+		t.Fatalf("%d messages prepared for events with one subscriber each, want none", n)
+	}
+
 	for i := range events {
 		e.k.Publish(inode, 1, fmt.Appendf(nil, "event %d", i))
 	}
@@ -156,11 +175,47 @@ func TestIntegrationSubscribePreparedPerCompressor(t *testing.T) {
 				t.Fatalf("subscriber with compressor %q: got %v, want seq %d payload %q", sub.compressor, r, i+1, want)
 			}
 		}
+		// A gzip stream that sent bytes prepared for a plain one would
+		// deliver them intact, but uncompressed.
+		if plain, compressed := sub.received.counts(); sub.compressor != "" && (plain != 0 || compressed != events) {
+			t.Fatalf("subscriber with compressor %q received %d events plain and %d compressed, want all %d compressed", sub.compressor, plain, compressed, events)
+		}
 	}
 	// Once per event and compressor; a few more if a collection took a
 	// conversion between its streams.
-	prepared := e.srv.events.prepared.Load() - before
+	prepared := e.srv.events.prepared.Load()
 	if sends := uint64(len(subs) * events); prepared < 2*events || prepared > sends/2 {
 		t.Fatalf("%d messages prepared for %d events to %d streams in 2 compressors, want about %d", prepared, events, len(subs), 2*events)
 	}
 }
+
+// payloadSizes is a client's stats.Handler that counts the messages it
+// received plain and compressed.
+type payloadSizes struct {
+	mu                sync.Mutex
+	plain, compressed int
+}
+
+func (p *payloadSizes) counts() (plain, compressed int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.plain, p.compressed
+}
+
+func (p *payloadSizes) HandleRPC(_ context.Context, s stats.RPCStats) {
+	in, ok := s.(*stats.InPayload)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if in.CompressedLength == in.Length {
+		p.plain++
+	} else {
+		p.compressed++
+	}
+}
+
+func (p *payloadSizes) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (p *payloadSizes) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (p *payloadSizes) HandleConn(context.Context, stats.ConnStats)                       {}
