@@ -220,9 +220,9 @@ func (c *Combined) Markdown() string {
 		}
 	}
 	if len(keys) > 0 {
-		b.WriteString("\n| throughput | payload B | receivers | msg/s | boots not claimed |\n|---|---:|---:|---|---:|\n")
+		b.WriteString("\n| throughput | payload B | receivers | msg/s | CPU µs/msg | guest busy % | boots not claimed |\n|---|---:|---:|---|---|---|---:|\n")
 		for _, k := range keys {
-			var vals []float64
+			var vals, cpu, busy []float64
 			invalid := 0
 			for _, r := range c.Boots {
 				x := r.Rate(k.name, k.payload, k.n)
@@ -234,8 +234,13 @@ func (c *Combined) Markdown() string {
 					continue
 				}
 				vals = append(vals, x.PerSec)
+				if x.GuestBusy > 0 {
+					cpu = append(cpu, x.CPUPerMsgUs)
+					busy = append(busy, 100*x.GuestBusy)
+				}
 			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %s | %d |\n", k.name, k.payload, k.n, NewStat(vals).cell("%.0f"), invalid)
+			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %d |\n", k.name, k.payload, k.n, NewStat(vals).cell("%.0f"),
+				NewStat(cpu).cell("%.1f"), NewStat(busy).cell("%.0f"), invalid)
 		}
 	}
 	var notes []string

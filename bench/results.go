@@ -59,6 +59,13 @@ type Rate struct {
 	Seconds   float64 `json:"seconds"`
 	PerSec    float64 `json:"msgs_per_sec"`
 	Valid     bool    `json:"valid"`
+	// GuestBusy is the share of the guest's CPU time that was busy
+	// during the run (0 to 1), and CPUPerMsgUs that busy time divided by
+	// the messages delivered: the CPU one message cost, counting
+	// everything the guest did for it (the daemon, the kernel, the
+	// clients).
+	GuestBusy   float64 `json:"guest_busy"`
+	CPUPerMsgUs float64 `json:"cpu_us_per_msg"`
 }
 
 // Unreported is the number of messages neither delivered nor reported lost.
@@ -76,6 +83,19 @@ func (r *Rate) Finish(elapsed time.Duration) {
 		r.PerSec = float64(r.Delivered) / r.Seconds
 	}
 	r.Valid = r.Unreported() == 0
+}
+
+// SetCPU records the guest's CPU time over a run that took wall time on
+// cpus CPUs, of which busy and total clock ticks (/proc/stat) were busy
+// and counted. Call it after Finish.
+func (r *Rate) SetCPU(busy, total uint64, wall time.Duration, cpus int) {
+	if total == 0 {
+		return
+	}
+	r.GuestBusy = float64(busy) / float64(total)
+	if r.Delivered > 0 {
+		r.CPUPerMsgUs = r.GuestBusy * wall.Seconds() * float64(cpus) / float64(r.Delivered) * 1e6
+	}
 }
 
 // Ratio is a measured ratio against its target.
@@ -189,13 +209,14 @@ func (r *Results) Markdown() string {
 		}
 	}
 	if len(r.Rates) > 0 {
-		b.WriteString("\n| throughput | payload B | receivers | expected | delivered | reported lost | unreported | msg/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("\n| throughput | payload B | receivers | expected | delivered | reported lost | unreported | msg/s | CPU µs/msg | guest busy |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, x := range r.Rates {
 			rate := fmt.Sprintf("%.0f", x.PerSec)
 			if !x.Valid {
 				rate = "not claimed"
 			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %s |\n", x.Name, x.Payload, x.Receivers, x.Expected, x.Delivered, x.Reported, x.Unreported(), rate)
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %s | %.1f | %.0f%% |\n", x.Name, x.Payload, x.Receivers, x.Expected, x.Delivered, x.Reported, x.Unreported(), rate,
+				x.CPUPerMsgUs, 100*x.GuestBusy)
 		}
 	}
 	if len(r.Scale) > 0 {

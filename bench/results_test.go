@@ -31,6 +31,10 @@ func TestRateValidity(t *testing.T) {
 	if r.Valid || r.Unreported() != 5 {
 		t.Errorf("5 unreported: want not valid, 5 unreported; got valid %v, %d", r.Valid, r.Unreported())
 	}
+	r.SetCPU(50, 200, 2*time.Second, 2)
+	if r.GuestBusy != 0.25 || r.CPUPerMsgUs != 0.25*2*2/90*1e6 {
+		t.Errorf("50 of 200 ticks busy over 2 s on 2 CPUs, 90 delivered: want busy 0.25, %.1f µs/msg; got %v, %.1f", 0.25*2*2/90*1e6, r.GuestBusy, r.CPUPerMsgUs)
+	}
 	res := Results{Rates: []Rate{r}}
 	if md := res.Markdown(); !strings.Contains(md, "not claimed") {
 		t.Errorf("markdown of an invalid rate: want \"not claimed\"; got\n%s", md)
@@ -63,7 +67,8 @@ func TestCombinedRatiosAndMarkdown(t *testing.T) {
 		r := &Results{}
 		ratio(r, "d/(a+f) admin echo p50", echo, 1.2)
 		atLeast(r, "delivery to 1, 64 B", delivery, 0.8)
-		r.Rates = []Rate{{Name: "delivery nsbrokerd", Payload: 64, Receivers: 1, PerSec: rate, Valid: valid}}
+		r.Rates = []Rate{{Name: "delivery nsbrokerd", Payload: 64, Receivers: 1, PerSec: rate, Valid: valid,
+			GuestBusy: rate / 2000, CPUPerMsgUs: 1e6 / rate}}
 		return r
 	}
 	// Boot 2 misses the echo target and boot 3 meets it: the median (boot 1) decides.
@@ -88,7 +93,7 @@ func TestCombinedRatiosAndMarkdown(t *testing.T) {
 		"| d/(a+f) admin echo p50 | 1.15 (1.10–1.30, ±13%) | ≤ 1.2 | yes |",
 		"| delivery to 1, 64 B | 0.85 (0.50–0.90, ±41%) **wide** | ≥ 0.80 | yes |",
 		// the invalid rate of boot 3 is left out of the median and counted
-		"| delivery nsbrokerd | 64 | 1 | 1050 (1000–1100, ±5%) | 1 |",
+		"| delivery nsbrokerd | 64 | 1 | 1050 (1000–1100, ±5%) | 954.5 (909.1–1000.0, ±5%) | 52 (50–55, ±5%) | 1 |",
 		"| 0.50 / 1.00 / 2.50 | 1 |", // boot 1's load; one other QEMU at most
 		"| 3 | 0001-01-01 00:00:00 |  |  | 0 | not recorded | — |",
 	} {
