@@ -113,6 +113,12 @@ type Event struct {
 	Instance uint64
 	// Message is set for KindMessage: the event as the kernel sent it.
 	Message family.Event
+	// Receivers, for KindMessage, is how many subscriptions wanted the
+	// message's group when the broker received it (a resuming one may
+	// count before it receives): a hint for sharing work between the
+	// copies of one message, where 1 means this copy is the only one. A
+	// message replayed to a subscription that resumed has 1.
+	Receivers int
 	// Gap is set for KindGap.
 	Gap Gap
 	// Err is set for KindEnd: why the subscription ended (context

@@ -557,7 +557,7 @@ func (c *nsConn) dispatch(conn *family.Conn, ev *family.Event) {
 	gs.lastSeq, gs.known, gs.cause, gs.tail = ev.Seq, true, 0, 0
 	c.lockedRetain(gs, ev, c.epoch, lostBefore)
 
-	out := Event{Kind: KindMessage, Namespace: c.name, Epoch: c.epoch, Instance: c.instance, Message: *ev}
+	out := Event{Kind: KindMessage, Namespace: c.name, Epoch: c.epoch, Instance: c.instance, Message: *ev, Receivers: gs.refs}
 	for s := range c.subs {
 		if !s.wants(ev.Group) {
 			continue

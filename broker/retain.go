@@ -162,7 +162,7 @@ func (c *nsConn) lockedReplay(s *subscriber, gs *groupState, g uint32, seq uint6
 		if e.ev.Seq > prev+1 {
 			gap(prev+1, e.ev.Seq-1, e.lostBefore)
 		}
-		s.push(Event{Kind: KindMessage, Namespace: c.name, Epoch: e.epoch, Instance: c.instance, Message: e.ev})
+		s.push(Event{Kind: KindMessage, Namespace: c.name, Epoch: e.epoch, Instance: c.instance, Message: e.ev, Receivers: 1})
 		prev = e.ev.Seq
 	}
 	if gs.lastSeq > prev {

@@ -104,3 +104,31 @@ func subscribe(ctx context.Context, b *Broker, name string, groups []uint32) (<-
 	}()
 	return out, nil
 }
+
+// TestSubscriptionReceivers: each copy of a message says how many
+// subscriptions wanted its group, the hint the server shares work by.
+func TestSubscriptionReceivers(t *testing.T) {
+	b, k, names, inums := fakeSetup(t, 1, nil)
+	one, err := b.NewSubscription(context.Background(), names[0], []uint32{1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	both, err := b.NewSubscription(context.Background(), names[0], []uint32{1, 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer both.Close()
+	k.Publish(inums[0], 1, []byte("shared"))
+	k.Publish(inums[0], 2, []byte("alone"))
+	for _, c := range []struct {
+		sub       *Subscription
+		payload   string
+		receivers int
+	}{{one, "shared", 2}, {both, "shared", 2}, {both, "alone", 1}} {
+		ev, ok := c.sub.Next()
+		if !ok || string(ev.Message.Payload) != c.payload || ev.Receivers != c.receivers {
+			t.Fatalf("Next: %+v %v, want message %q with %d receivers", ev, ok, c.payload, c.receivers)
+		}
+	}
+}

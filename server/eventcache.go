@@ -110,20 +110,24 @@ func (c *eventCache) event(ev broker.Event) *wireEvent {
 	return w
 }
 
-// send sends a KindMessage event on a Subscribe stream. The first stream
-// of the event with its send compressor marshals the response itself, as
-// for any message; a second prepares it (a *grpc.PreparedMsg, marshalled
-// and compressed once, copied out of grpc's pooled buffer) and it and all
-// later ones send those bytes. An event with one subscriber, the common
-// case, is thus marshalled once and never copied. A stream whose
-// compressor cannot be known sends the response too.
-func (c *eventCache) send(stream grpc.ServerStream, ev broker.Event) error {
+// send sends a KindMessage event on a Subscribe stream.
+//
+// An event the broker says one subscription receives is converted and
+// sent as any message: there is nothing to share. Otherwise the streams
+// share the event's conversion; the first stream of the event with its
+// send compressor marshals it as for any message, a second prepares it (a
+// *grpc.PreparedMsg, marshalled and compressed once, copied out of grpc's
+// pooled buffer), and it and all later ones send those bytes. A stream
+// whose compressor cannot be known marshals the shared conversion itself.
+func (c *eventCache) send(stream *eventStream, ev broker.Event) error {
+	if ev.Receivers == 1 {
+		return stream.SendMsg(eventToProto(ev))
+	}
 	w := c.event(ev)
-	compressor, ok := sendCompressor(stream)
-	if !ok {
+	if !stream.known {
 		return stream.SendMsg(w.resp)
 	}
-	msg, err := w.prepare(stream, compressor, &c.prepared)
+	msg, err := w.prepare(stream, &c.prepared)
 	if err != nil {
 		return err
 	}
@@ -133,11 +137,11 @@ func (c *eventCache) send(stream grpc.ServerStream, ev broker.Event) error {
 	return stream.SendMsg(msg)
 }
 
-// prepare returns the response marshalled and compressed for stream,
-// whose send compressor is compressor, or nil for the first stream with
-// that compressor, which is to marshal the response itself. The second
-// stream makes it, and adds it to count.
-func (w *wireEvent) prepare(stream grpc.ServerStream, compressor string, count *atomic.Uint64) (*grpc.PreparedMsg, error) {
+// prepare returns the response marshalled and compressed for stream, or
+// nil for the first stream with its send compressor, which is to marshal
+// the response itself. The second stream makes it, and adds it to count.
+func (w *wireEvent) prepare(stream *eventStream, count *atomic.Uint64) (*grpc.PreparedMsg, error) {
+	compressor := stream.compressor
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	i := slices.IndexFunc(w.prepared, func(p preparedEvent) bool { return p.compressor == compressor })
@@ -149,7 +153,7 @@ func (w *wireEvent) prepare(stream grpc.ServerStream, compressor string, count *
 		return msg, nil
 	}
 	// Encode uses the codec and compressor the stream was created with,
-	// which are those sendCompressor names: Subscribe never changes them.
+	// which are those newEventStream learnt: Subscribe never changes them.
 	msg := new(grpc.PreparedMsg)
 	if err := msg.Encode(stream, w.resp); err != nil {
 		return nil, err
@@ -159,15 +163,22 @@ func (w *wireEvent) prepare(stream grpc.ServerStream, compressor string, count *
 	return msg, nil
 }
 
-// sendCompressor is the name of the compressor stream's messages are
-// sent with, "" for none; ok is false when its transport does not say.
-// (grpc-go's server streams answer in the compressor of the request; the
-// transport stream reports it, though only through a method grpc does
-// not document, hence the fallback.)
-func sendCompressor(stream grpc.ServerStream) (name string, ok bool) {
-	t, ok := grpc.ServerTransportStreamFromContext(stream.Context()).(interface{ SendCompress() string })
-	if !ok {
-		return "", false
+// eventStream is a Subscribe stream and the compressor its messages are
+// sent with, which stays the same for its life.
+type eventStream struct {
+	grpc.ServerStream
+	compressor string // "" for none
+	known      bool   // false: the transport did not say
+}
+
+// newEventStream learns stream's send compressor. (grpc-go's server
+// streams answer in the compressor of the request; the transport stream
+// reports it, though only through a method grpc does not document, hence
+// known.)
+func newEventStream(stream grpc.ServerStream) *eventStream {
+	s := &eventStream{ServerStream: stream}
+	if t, ok := grpc.ServerTransportStreamFromContext(stream.Context()).(interface{ SendCompress() string }); ok {
+		s.compressor, s.known = t.SendCompress(), true
 	}
-	return t.SendCompress(), true
+	return s
 }

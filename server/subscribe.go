@@ -39,6 +39,7 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
+	events := newEventStream(stream)
 	for {
 		ev, ok := sub.Next()
 		if !ok {
@@ -49,7 +50,7 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 		case broker.KindMessage:
 			// Converted and marshalled once for all the streams of
 			// this event: sent as a *grpc.PreparedMsg.
-			err = s.events.send(stream, ev)
+			err = s.events.send(events, ev)
 		case broker.KindGap:
 			err = stream.Send(gapToProto(ev))
 		case broker.KindEnd:
