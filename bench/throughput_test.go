@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -47,25 +48,34 @@ const throughputRounds = 2
 // flow is one path of a throughput comparison: run moves m messages and
 // says at what rate.
 type flow struct {
-	run  func(m uint64) Rate
-	m    uint64 // messages per run: the pilot's, then the sized count
-	best Rate
-	runs int
+	run     func(m uint64) Rate
+	m       uint64 // messages per run: the pilot's, then the sized count
+	best    Rate
+	runs    int
+	profile string // the name of its last run's CPU profile, from the pilot's rate
 }
 
 // compare measures flows in turns, throughputRounds times each, after a
 // pilot run of each that sizes its count to last runFor. Each flow's rate
 // is the best of its rounds: under emulation and a busy host, noise only
 // ever slows a run down, and the turns let a slow phase fall on every
-// path alike. A flow with unreported losses in any round is invalid.
-func compare(flows ...*flow) []Rate {
+// path alike. A flow with unreported losses in any round is invalid. The
+// last round of each flow is profiled on its own, so that a profile shows
+// one path.
+func compare(t *testing.T, flows ...*flow) []Rate {
 	for _, f := range flows {
 		pilot := f.run(f.m)
 		f.m = sizedCount(f.m, pilot.Seconds, runFor.Seconds())
+		f.profile = fmt.Sprintf("throughput-%s-%dB-%d", strings.ReplaceAll(pilot.Name, " ", "-"), pilot.Payload, pilot.Receivers)
 	}
-	for range throughputRounds {
+	for round := range throughputRounds {
 		for _, f := range flows {
-			r := f.measure()
+			var r Rate
+			if round == throughputRounds-1 {
+				profile(t, f.profile, func() { r = f.measure() })
+			} else {
+				r = f.measure()
+			}
 			switch {
 			case f.runs == 0:
 				f.best = r
@@ -113,7 +123,7 @@ func sizedCount(m uint64, took, want float64) uint64 {
 func measureThroughput(t *testing.T, e *env, res *Results) {
 	for _, size := range payloadSizes {
 		for _, n := range receivers {
-			rates := compare(
+			rates := compare(t,
 				&flow{m: pilotDelivery, run: func(m uint64) Rate { return deliveryDaemon(t, e, n, size, m) }},
 				&flow{m: pilotDelivery, run: func(m uint64) Rate { return deliveryRaw(t, e, n, size, m) }},
 				&flow{m: pilotDelivery, run: func(m uint64) Rate { return deliveryBare(t, e, n, size, m) }},
@@ -135,7 +145,7 @@ func measureThroughput(t *testing.T, e *env, res *Results) {
 				atLeast(res, fmt.Sprintf("delivery to 64, %d B: nsbrokerd total / lower floor total", size), d.PerSec/floor, 0.8)
 			}
 		}
-		rates := compare(
+		rates := compare(t,
 			&flow{m: pilotPublish, run: func(m uint64) Rate { return publishRaw(t, e, size, m) }},
 			&flow{m: pilotPublish, run: func(m uint64) Rate { return publishRawBatched(t, e, size, m) }},
 			&flow{m: pilotUnary, run: func(m uint64) Rate { return publishUnary(t, e, size, m) }},
