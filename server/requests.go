@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/nsbroker/nsbroker/broker"
-	"github.com/nsbroker/nsbroker/family"
 	nsbrokerv1 "github.com/nsbroker/nsbroker/proto/nsbroker/v1"
 )
 
@@ -226,45 +225,21 @@ func (p *streamPublisher) send() {
 func (p *streamPublisher) settle() {
 	defer close(p.done)
 	for sb := range p.inflight {
-		replies, err := waitBatch(p.ctx, sb.pend)
-		for _, r := range replies {
+		for _, pp := range sb.pend {
+			r, err := pp.Wait(p.ctx)
+			if err != nil {
+				p.fail(err)
+				return
+			}
 			p.sum.Published++
 			p.sum.LastSeq[r.Group] = r.Seq
 			<-p.slots
 		}
-		if err == nil {
-			err = sb.err
-		}
-		if err != nil {
-			p.fail(err)
+		if sb.err != nil {
+			p.fail(sb.err)
 			return
 		}
 	}
-}
-
-// waitBatch returns the replies to a batch's publishes, in order, up to
-// the first that failed, and that one's error. The module answers a
-// batch's publishes in order, so it waits for the last reply first: that
-// wakes the caller once per batch rather than once per publish, and the
-// other replies are in by then.
-func waitBatch(ctx context.Context, pend []*broker.PendingPublish) ([]*family.PublishReply, error) {
-	if len(pend) == 0 {
-		return nil, nil
-	}
-	n := len(pend)
-	last, lastErr := pend[n-1].Wait(ctx)
-	out := make([]*family.PublishReply, 0, n)
-	for _, pp := range pend[:n-1] {
-		r, err := pp.Wait(ctx)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, r)
-	}
-	if lastErr != nil {
-		return out, lastErr
-	}
-	return append(out, last), nil
 }
 
 func (p *streamPublisher) fail(err error) {
