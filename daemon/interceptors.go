@@ -122,8 +122,8 @@ func (s *observedStream) SendMsg(m any) error {
 	case *nsbrokerv1.SubscribeResponse:
 		s.o.m.sent(m, &s.delivered)
 	case *grpc.PreparedMsg:
-		// Subscribe sends its events prepared, once for all their
-		// streams; they are events of the stream's namespace.
+		// Subscribe sends most copies of a shared event prepared;
+		// they are events of the stream's namespace.
 		s.o.m.deliveredTo(s.ns, &s.delivered)
 	}
 	return nil

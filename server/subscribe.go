@@ -19,8 +19,10 @@ import (
 // when the namespace is detached or gone, UNAVAILABLE when the server
 // shuts down).
 //
-// An event is sent as a *grpc.PreparedMsg, marshalled once for all the
-// streams that send it with the same compressor; a gap is sent as a
+// An event with several receivers is marshalled once for the streams
+// that send it with the same compressor, and most of them send it as a
+// *grpc.PreparedMsg; every other message (the first stream's copy, an
+// event with one receiver, a gap) is sent as a
 // *nsbrokerv1.SubscribeResponse. An interceptor that watches what a
 // stream sends sees both.
 func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerStreamingServer[nsbrokerv1.SubscribeResponse]) error {
@@ -48,8 +50,7 @@ func (s *Server) Subscribe(req *nsbrokerv1.SubscribeRequest, stream grpc.ServerS
 		var err error
 		switch ev.Kind {
 		case broker.KindMessage:
-			// Converted and marshalled once for all the streams of
-			// this event: sent as a *grpc.PreparedMsg.
+			// Shared with the other streams of this event (eventCache).
 			err = s.events.send(events, ev)
 		case broker.KindGap:
 			err = stream.Send(gapToProto(ev))
